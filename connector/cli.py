@@ -1,0 +1,179 @@
+"""`ccm-connector`: the command line every user and the scheduler go through.
+
+Exit codes: 0 success, 1 operational failure, 2 bad input or configuration; always with a
+message on stderr that says what and where.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from . import audit, doctor, logs
+from .config import Config, config_path, load_config
+from .errors import InputError, NotBuiltError, OperationalError
+from .instance import init_instance, init_local_instance
+from .store import open_store
+
+PROG = "ccm-connector"
+log = logs.get_logger("cli")
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def configured(args: argparse.Namespace) -> Config:
+    """Load the configuration named by --config / $CCM_CONNECTOR_CONFIG / ./connector.toml."""
+    cfg = load_config(config_path(args.config))
+    logs.setup_logging(cfg.logging.level, cfg.logging.file)
+    return cfg
+
+
+def not_built(command: str, issue: int) -> Handler:
+    def handler(args: argparse.Namespace) -> int:
+        raise NotBuiltError(f"`{command}` is not built yet in this release (tracked as issue {issue})")
+
+    return handler
+
+
+# --- built commands ------------------------------------------------------------------------------
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    folder = Path(args.dir)
+    instance = init_local_instance(folder) if args.local else init_instance(folder)
+    logs.event(log, "instance.created", local=bool(args.local))
+    print(f"created {instance.config}")
+    if args.local:
+        print(f"practice key {instance.practice_fingerprint}; simulated partner key {instance.partner_fingerprint}")
+        print(f"next: {PROG} --config {instance.config} doctor")
+    else:
+        print(f"next: fill in {instance.config} and {folder / 'roster.csv'}, then run `{PROG} --config {instance.config} doctor`")
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    cfg = configured(args)
+    items = doctor.run_checks(cfg)
+    print(doctor.render(items))
+    failed = sum(i.status == "fail" for i in items)
+    logs.event(log, "doctor.finished", checks=len(items), failed=failed)
+    return 1 if failed else 0
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    cfg = configured(args)
+    conn = open_store(cfg.store.path)
+    try:
+        key = audit.read_key(cfg.audit.key_file)
+    except (OSError, ValueError) as e:
+        raise InputError(f"[audit] key_file: {e}") from None
+    verdict = audit.verify(conn, key)
+    if verdict.ok:
+        print(f"audit chain intact: {verdict.events} events")
+        return 0
+    print(f"audit chain BROKEN at event {verdict.broken_at}: {verdict.reason} ({verdict.events} events verified before it)")
+    logs.event(log, "audit.broken", seq=verdict.broken_at, reason=verdict.reason)
+    return 1
+
+
+def cmd_rules_check(args: argparse.Namespace) -> int:
+    from .rules_cli import rules_check
+
+    return rules_check(args.file, sys.stdout, sys.stderr)
+
+
+# --- the parser ----------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Connects a practice's EHR to its offshore CCM documentation team, safely.",
+    )
+    parser.add_argument("--config", help="configuration file (default: $CCM_CONNECTOR_CONFIG or ./connector.toml)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name: str, handler: Handler, help: str, parent: argparse._SubParsersAction = sub) -> argparse.ArgumentParser:
+        p = parent.add_parser(name, help=help, description=help)
+        p.set_defaults(handler=handler)
+        p.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        return p
+
+    def group(name: str, help: str) -> argparse._SubParsersAction:
+        p = sub.add_parser(name, help=help, description=help)
+        return p.add_subparsers(dest="subcommand", metavar="SUBCOMMAND", required=True)
+
+    p = command("init", cmd_init, "create an instance folder: configuration, data folders, secrets")
+    p.add_argument("dir", help="folder to create")
+    p.add_argument("--local", action="store_true", help="self-contained: local drop, fresh keys, simulated partner")
+    command("doctor", cmd_doctor, "check configuration, store, gpg and keys, partner BAA and drop; exit 0 only when all pass")
+    command("run", not_built("run", 7), "run the service: MLLP listener and scheduled jobs")
+    p = command("listen", not_built("listen", 4), "run the MLLP listener only")
+    p.add_argument("--port", type=int, help="override [mllp] port")
+    p = command("ingest", not_built("ingest", 4), "ingest HL7 files (single messages, many per file, FHS/BHS batches)")
+    p.add_argument("files", nargs="+", metavar="FILE")
+
+    mapping = group("mapping", "EHR dialect profiles")
+    p = command("check", not_built("mapping check", 4), "map HL7 files without storing anything; one JSON line per message", mapping)
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--profile", help="profile name (default: [intake] profile)")
+    p.add_argument("--json", action="store_true", help="JSON lines output")
+
+    queue = group("queue", "work queues for the offshore team")
+    command("export", not_built("queue export", 5), "build, encrypt, sign and publish the work queue", queue)
+    returns = group("returns", "signed returns from the offshore team")
+    command("pull", not_built("returns pull", 5), "download, verify, decrypt and store returns", returns)
+
+    p = command("reconcile", not_built("reconcile", 6), "reconcile the offshore log with practice records and apply the rules")
+    p.add_argument("--month", required=True, help="YYYY-MM")
+    p.add_argument("--json", action="store_true")
+    p = command("signoff", not_built("signoff", 6), "record the billing physician's sign-off of a patient-month")
+    p.add_argument("--patient", required=True, help="MRN")
+    p.add_argument("--month", required=True, help="YYYY-MM")
+    p.add_argument("--npi", required=True)
+    p.add_argument("--reject", action="store_true")
+    p.add_argument("--reason")
+    p = command("close-month", not_built("close-month", 6), "release signed, billable patient-months to billing once")
+    p.add_argument("--month", required=True, help="YYYY-MM")
+    billing = group("billing", "billing output")
+    p = command("void", not_built("billing void", 6), "send a reversal for a released patient-month and reopen it", billing)
+    p.add_argument("--patient", required=True)
+    p.add_argument("--month", required=True)
+
+    p = command("status", not_built("status", 7), "counters, last job runs, what needs a person")
+    p.add_argument("--json", action="store_true")
+    p = command("report", not_built("report", 7), "monthly report for the billing lead")
+    p.add_argument("--month", required=True)
+    p.add_argument("--html", metavar="FILE")
+    p.add_argument("--json", action="store_true")
+
+    rules = group("rules", "the care-management rules engine")
+    p = command("check", cmd_rules_check, "decide what one or more patient-months may bill (JSON in, JSON out)", rules)
+    p.add_argument("file", metavar="FILE", help="facts JSON file, or - for stdin")
+    audit_group = group("audit", "the hash-chained audit log")
+    command("verify", cmd_audit_verify, "verify the audit chain; report the first broken link", audit_group)
+    p = command("demo", not_built("demo", 7), "run a whole month for a synthetic practice on this machine")
+    p.add_argument("--out", default="demo-out")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logs.setup_logging()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except InputError as e:
+        print(f"{PROG}: {e}", file=sys.stderr)
+        return 2
+    except OperationalError as e:
+        print(f"{PROG}: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

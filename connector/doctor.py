@@ -1,0 +1,142 @@
+"""`doctor`: a checklist of everything the connector needs, each item ok, warn or fail."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import sqlite3
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from . import audit
+from .config import Config
+from .errors import InputError, OperationalError
+from .roster import load_roster
+from .sftp import keyring
+from .store import migrations, open_store, schema_version
+
+
+@dataclass(frozen=True)
+class Item:
+    status: str  # ok | warn | fail
+    what: str
+    detail: str = ""
+
+
+def check_store(cfg: Config) -> list[Item]:
+    try:
+        conn = open_store(cfg.store.path)
+    except OperationalError as e:
+        return [Item("fail", "store", str(e))]
+    try:
+        version = schema_version(conn)
+        conn.execute("SELECT count(*) FROM audit_event").fetchone()
+    except sqlite3.Error as e:
+        return [Item("fail", "store", f"{cfg.store.path}: {e}")]
+    finally:
+        conn.close()
+    newest = migrations()[-1].version
+    return [Item("ok", "store", f"{cfg.store.path} at schema version {version} of {newest}")]
+
+
+def check_gpg(cfg: Config) -> list[Item]:
+    binary = shutil.which(cfg.pgp.gpg_binary)
+    if binary is None:
+        return [Item("fail", "gpg binary", f"{cfg.pgp.gpg_binary!r} not found; apt-get install gnupg")]
+    version = subprocess.run([binary, "--version"], capture_output=True, text=True, check=False).stdout.splitlines()
+    items = [Item("ok", "gpg binary", version[0] if version else binary)]
+    home = cfg.pgp.gnupg_home
+    if not home.is_dir():
+        return items + [Item("fail", "GnuPG home", f"{home} does not exist")]
+    try:
+        items.append(_key_item(cfg, "practice key", cfg.pgp.practice_fingerprint, need_secret=True))
+        items.extend(_key_item(cfg, "partner key", fpr, need_secret=False) for fpr in cfg.pgp.partner_fingerprints)
+    except keyring.KeyringError as e:
+        items.append(Item("fail", "GnuPG home", str(e)))
+    finally:
+        keyring.stop_agent(home)
+    return items
+
+
+def _key_item(cfg: Config, what: str, fpr: str, need_secret: bool) -> Item:
+    facts = keyring.key_facts(cfg.pgp.gnupg_home, fpr, cfg.pgp.gpg_binary)
+    label = f"{what} {fpr}"
+    if facts is None:
+        return Item("fail", label, f"not in {cfg.pgp.gnupg_home}")
+    if need_secret and not facts.secret:
+        return Item("fail", label, "secret key missing: cannot sign or decrypt")
+    if facts.revoked:
+        return Item("fail", label, "revoked")
+    if facts.expired:
+        return Item("fail", label, f"expired on {facts.expires}")
+    if facts.expires is not None:
+        days = (facts.expires - dt.datetime.now(dt.UTC).date()).days
+        if days <= cfg.pgp.expiry_warning_days:
+            return Item("warn", label, f"expires in {days} days ({facts.expires}); renew and re-pin")
+        return Item("ok", label, f"valid until {facts.expires}")
+    return Item("ok", label, "valid, no expiry")
+
+
+def check_partner(cfg: Config) -> list[Item]:
+    p = cfg.partner
+    today = dt.datetime.now(cfg.zone).date()
+    if p.baa_effective is None:
+        return [Item("fail", "partner BAA", "[partner] baa_effective is not set: no work queue may leave")]
+    if p.baa_effective > today:
+        return [Item("fail", "partner BAA", f"takes effect {p.baa_effective}: no work queue may leave before then")]
+    if p.baa_end is not None and p.baa_end < today:
+        return [Item("fail", "partner BAA", f"ended {p.baa_end}: no work queue may leave")]
+    return [Item("ok", "partner BAA", f"effective {p.baa_effective}" + (f" until {p.baa_end}" if p.baa_end else ""))]
+
+
+def check_roster(cfg: Config) -> list[Item]:
+    try:
+        staff = load_roster(cfg.roster.file)
+    except InputError as e:
+        return [Item("fail", "staff roster", str(e))]
+    return [Item("ok", "staff roster", f"{len(staff)} staff")]
+
+
+def check_secrets(cfg: Config) -> list[Item]:
+    try:
+        audit.read_key(cfg.audit.key_file)
+    except (OSError, ValueError) as e:
+        return [Item("fail", "audit key", str(e))]
+    return [Item("ok", "audit key", str(cfg.audit.key_file))]
+
+
+def check_drop(cfg: Config) -> list[Item]:
+    if cfg.drop.kind == "local":
+        root = cfg.drop.local_path
+        missing = [d for d in (cfg.drop.queue_dir, cfg.drop.returns_dir) if not (root / d).is_dir()]
+        if missing:
+            return [Item("fail", "local drop", f"{root}: missing folder(s) {', '.join(missing)}")]
+        return [Item("ok", "local drop", str(root))]
+    # The SFTP endpoint check (pinned host key, login, folders) arrives with the SFTP transport.
+    return [Item("warn", "SFTP drop", f"{cfg.sftp.host}:{cfg.sftp.port} configured; connection check not built yet")]
+
+
+CHECKS: tuple[Callable[[Config], list[Item]], ...] = (
+    check_store,
+    check_secrets,
+    check_roster,
+    check_gpg,
+    check_partner,
+    check_drop,
+)
+
+
+def run_checks(cfg: Config) -> list[Item]:
+    items = [Item("ok", "configuration", str(cfg.source))]
+    for check in CHECKS:
+        items.extend(check(cfg))
+    return items
+
+
+def render(items: list[Item]) -> str:
+    marks = {"ok": "[ ok ]", "warn": "[warn]", "fail": "[FAIL]"}
+    lines = [f"{marks[i.status]} {i.what}" + (f": {i.detail}" if i.detail else "") for i in items]
+    failed = sum(i.status == "fail" for i in items)
+    lines.append("all checks passed" if not failed else f"{failed} check(s) failed")
+    return "\n".join(lines)
