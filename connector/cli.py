@@ -7,6 +7,7 @@ message on stderr that says what and where.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -173,6 +174,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as e:  # noqa: BLE001
+        # An unexpected error's message may quote input (PHI): log its type and place only.
+        logs.event(log, "command.crashed", level=logging.ERROR, exc_info=True, command=args.command)
+        print(f"{PROG}: internal error ({type(e).__name__}) in `{args.command}`; details are in the log", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
