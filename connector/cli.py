@@ -85,6 +85,77 @@ def cmd_rules_check(args: argparse.Namespace) -> int:
     return rules_check(args.file, sys.stdout, sys.stderr)
 
 
+def cmd_queue_export(args: argparse.Namespace) -> int:
+    from .queue_export import export_queue
+
+    result = export_queue(configured(args))
+    print(result.summary())
+    return 0
+
+
+def cmd_returns_pull(args: argparse.Namespace) -> int:
+    from .returns_pull import pull_returns
+
+    result = pull_returns(configured(args))
+    print(result.summary())
+    return 1 if result.refused else 0
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    import json
+
+    from .month_close import reconcile_month
+
+    cfg = configured(args)
+    results = reconcile_month(cfg, args.month)
+    if args.json:
+        for r in results:
+            print(json.dumps(r.to_json(), ensure_ascii=False, sort_keys=False))
+        return 0
+    print(render_reconciliation(args.month, results))
+    return 0
+
+
+def render_reconciliation(month: str, results: list) -> str:
+    """A readable summary: one line per patient-month, then the findings that need a person."""
+    billable = [r for r in results if r.decision["billable"]]
+    lines = [f"{month}: {len(results)} patient-months, {len(billable)} billable, {sum(r.changed for r in results)} changed by this run"]
+    for r in results:
+        codes = ", ".join(f"{ln['code']}x{ln['units']}" for ln in r.decision["lines"]) or "not billable"
+        blocks = sorted({f["code"] for f in r.decision["findings"] if f["severity"] == "block"})
+        recon = sorted({f["code"] for f in r.reconciliation if f["severity"] in ("exclude", "warn")})
+        lines.append(f"  {r.mrn}: {r.decision['minutes']['countable']} countable min; {codes}; state {r.state}"
+                     + (f"; blocked: {', '.join(blocks)}" if blocks else "") + (f"; reconciliation: {', '.join(recon)}" if recon else ""))
+    return "\n".join(lines)
+
+
+def cmd_signoff(args: argparse.Namespace) -> int:
+    from .signoff import signoff_command
+
+    cfg = configured(args)
+    conn = open_store(cfg.store.path)
+    print(signoff_command(cfg, conn, args.patient, args.month, args.npi, args.reject, args.reason))
+    return 0
+
+
+def cmd_close_month(args: argparse.Namespace) -> int:
+    from .billing import close_month
+
+    cfg = configured(args)
+    result = close_month(cfg, open_store(cfg.store.path), args.month)
+    print(f"{args.month}: released {result['released']} patient-months ({result['lines']} charge lines); delivered {result['delivered']} files/messages")
+    return 0
+
+
+def cmd_billing_void(args: argparse.Namespace) -> int:
+    from .billing import void
+
+    cfg = configured(args)
+    result = void(cfg, open_store(cfg.store.path), args.patient, args.month)
+    print(f"voided {args.patient} {args.month}: {result['reversed_lines']} reversal lines; the month awaits a new sign-off")
+    return 0
+
+
 # --- the parser ----------------------------------------------------------------------------------
 
 
@@ -123,23 +194,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="JSON lines output")
 
     queue = group("queue", "work queues for the offshore team")
-    command("export", not_built("queue export", 5), "build, encrypt, sign and publish the work queue", queue)
+    command("export", cmd_queue_export, "build, encrypt, sign and publish the work queue", queue)
     returns = group("returns", "signed returns from the offshore team")
-    command("pull", not_built("returns pull", 5), "download, verify, decrypt and store returns", returns)
+    command("pull", cmd_returns_pull, "download, verify, decrypt and store returns", returns)
 
-    p = command("reconcile", not_built("reconcile", 6), "reconcile the offshore log with practice records and apply the rules")
+    p = command("reconcile", cmd_reconcile, "reconcile the offshore log with practice records and apply the rules")
     p.add_argument("--month", required=True, help="YYYY-MM")
     p.add_argument("--json", action="store_true")
-    p = command("signoff", not_built("signoff", 6), "record the billing physician's sign-off of a patient-month")
+    p = command("signoff", cmd_signoff, "record the billing physician's sign-off of a patient-month")
     p.add_argument("--patient", required=True, help="MRN")
     p.add_argument("--month", required=True, help="YYYY-MM")
     p.add_argument("--npi", required=True)
     p.add_argument("--reject", action="store_true")
     p.add_argument("--reason")
-    p = command("close-month", not_built("close-month", 6), "release signed, billable patient-months to billing once")
+    p = command("close-month", cmd_close_month, "release signed, billable patient-months to billing once")
     p.add_argument("--month", required=True, help="YYYY-MM")
     billing = group("billing", "billing output")
-    p = command("void", not_built("billing void", 6), "send a reversal for a released patient-month and reopen it", billing)
+    p = command("void", cmd_billing_void, "send a reversal for a released patient-month and reopen it", billing)
     p.add_argument("--patient", required=True)
     p.add_argument("--month", required=True)
 

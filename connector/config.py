@@ -341,9 +341,23 @@ class Billing:
     profile: str = setting("generic-2.5.1", check=nonempty)
     mllp_host: str | None = setting(None, check=optional(host_name))
     mllp_port: int = setting(2576, check=port_number)
-    practitioner_time: str = setting("pool", check=one_of("pool", "physician_codes", "maximize"))
+    practitioner_time: str = setting("maximize", check=one_of("pool", "physician_codes", "maximize"))
     date_of_service: str = setting("month_end", check=one_of("month_end", "threshold_met"))
     setting_kind: str = setting("physician", check=one_of("physician", "fqhc", "rhc"))
+    receiving_application: str = setting("BILLING", check=nonempty)
+    receiving_facility: str = setting("PRACTICE", check=nonempty)
+    ack_timeout_seconds: int = setting(30, check=integer_between(1, 600))
+    retries: int = setting(3, check=integer_between(0, 10))
+
+
+@dataclass(frozen=True)
+class Signoff:
+    delivery: str = setting("folder", check=one_of("folder", "mllp"))
+    folder: Path | None = setting(None, check=optional(file_path))
+    ehr_mllp_host: str | None = setting(None, check=optional(host_name))
+    ehr_mllp_port: int = setting(2577, check=port_number)
+    ehr_application: str = setting("EHR", check=nonempty)
+    ehr_facility: str = setting("PRACTICE", check=nonempty)
 
 
 @dataclass(frozen=True)
@@ -352,7 +366,13 @@ class Schedule:
     queue_export_at: str = setting("18:00", check=cron_time)
     returns_pull_every_minutes: int = setting(30, check=integer_between(1, 1440))
     reconcile_at: str = setting("06:00", check=cron_time)
+    dispatch_every_minutes: int = setting(15, check=integer_between(1, 1440))
     close_month_day: int = setting(5, check=integer_between(1, 28))
+    close_month_at: str = setting("07:00", check=cron_time)
+    key_check_at: str = setting("05:00", check=cron_time)
+    retention_at: str = setting("03:30", check=cron_time)
+    misfire_grace_minutes: int = setting(120, check=integer_between(1, 1440))
+    run_at_start: bool = setting(False, check=boolean)
 
 
 @dataclass(frozen=True)
@@ -380,6 +400,7 @@ SECTIONS: dict[str, type] = {
     "drop": Drop,
     "sftp": Sftp,
     "billing": Billing,
+    "signoff": Signoff,
     "schedule": Schedule,
     "retention": Retention,
     "audit": Audit,
@@ -402,6 +423,7 @@ class Config:
     drop: Drop
     sftp: Sftp
     billing: Billing
+    signoff: Signoff
     schedule: Schedule
     retention: Retention
     audit: Audit
@@ -476,12 +498,16 @@ def _cross_checks(s: dict[str, Any]) -> list[str]:
     drop, sftp = s["drop"], s["sftp"]
     if drop.kind == "local" and drop.local_path is None:
         problems.append('[drop] local_path: required when kind = "local"')
+    if drop.after_pickup == "move" and drop.processed_dir is None:
+        problems.append('[drop] processed_dir: required when after_pickup = "move"')
     if drop.kind == "sftp" or s["billing"].delivery == "sftp":
         for key in ("host", "username", "private_key", "host_key_type", "host_key_fingerprint"):
             if getattr(sftp, key) is None:
                 problems.append(f'[sftp] {key}: required when the drop or billing delivery uses SFTP')
     if s["billing"].delivery == "mllp" and s["billing"].mllp_host is None:
         problems.append('[billing] mllp_host: required when delivery = "mllp"')
+    if s["signoff"].delivery == "mllp" and s["signoff"].ehr_mllp_host is None:
+        problems.append('[signoff] ehr_mllp_host: required when delivery = "mllp"')
     partner = s["partner"]
     if partner.baa_effective and partner.baa_end and partner.baa_end < partner.baa_effective:
         problems.append("[partner] baa_end: is before baa_effective")

@@ -9,11 +9,11 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import audit
+from . import audit, exchange
 from .config import Config
 from .errors import InputError, OperationalError
 from .roster import load_roster
-from .sftp import keyring
+from .sftp import keyring, transport
 from .store import migrations, open_store, schema_version
 
 
@@ -70,11 +70,14 @@ def _key_item(cfg: Config, what: str, fpr: str, need_secret: bool) -> Item:
         return Item("fail", label, "revoked")
     if facts.expired:
         return Item("fail", label, f"expired on {facts.expires}")
-    if facts.expires is not None:
-        days = (facts.expires - dt.datetime.now(dt.UTC).date()).days
+    ends = facts.usable_until or facts.expires
+    if ends is not None:
+        days = (ends - dt.datetime.now(dt.UTC).date()).days
+        if days <= 0:
+            return Item("fail", label, f"unusable: it or its encryption subkey expired on {ends}")
         if days <= cfg.pgp.expiry_warning_days:
-            return Item("warn", label, f"expires in {days} days ({facts.expires}); renew and re-pin")
-        return Item("ok", label, f"valid until {facts.expires}")
+            return Item("warn", label, f"expires in {days} days ({ends}); renew and re-pin")
+        return Item("ok", label, f"valid until {ends}")
     return Item("ok", label, "valid, no expiry")
 
 
@@ -106,15 +109,37 @@ def check_secrets(cfg: Config) -> list[Item]:
     return [Item("ok", "audit key", str(cfg.audit.key_file))]
 
 
+def _drop_folders(cfg: Config) -> list[str]:
+    folders = [cfg.drop.queue_dir, cfg.drop.returns_dir]
+    if cfg.drop.after_pickup == "move" and cfg.drop.processed_dir:
+        folders.append(cfg.drop.processed_dir)
+    return folders
+
+
 def check_drop(cfg: Config) -> list[Item]:
     if cfg.drop.kind == "local":
         root = cfg.drop.local_path
-        missing = [d for d in (cfg.drop.queue_dir, cfg.drop.returns_dir) if not (root / d).is_dir()]
+        missing = [d for d in _drop_folders(cfg) if not (root / d).is_dir()]
         if missing:
             return [Item("fail", "local drop", f"{root}: missing folder(s) {', '.join(missing)}")]
         return [Item("ok", "local drop", str(root))]
-    # The SFTP endpoint check (pinned host key, login, folders) arrives with the SFTP transport.
-    return [Item("warn", "SFTP drop", f"{cfg.sftp.host}:{cfg.sftp.port} configured; connection check not built yet")]
+    where = f"{cfg.sftp.host}:{cfg.sftp.port}"
+    try:
+        drop = exchange.drop_for(cfg.drop, cfg.sftp)
+        with drop:
+            missing = [d for d in _drop_folders(cfg) if not drop.exists(d)]
+            negotiated = getattr(drop, "negotiated", {})
+    except transport.HostKeyRefused as e:
+        return [Item("fail", "SFTP host key", str(e))]
+    except (transport.TransportError, InputError) as e:
+        return [Item("fail", "SFTP drop", f"{where}: {e}")]
+    items = [Item("ok", "SFTP host key", f"{where} presents the pinned {cfg.sftp.host_key_type} {cfg.sftp.host_key_fingerprint}")]
+    if missing:
+        items.append(Item("fail", "SFTP drop", f"{where}: missing folder(s) {', '.join(missing)}"))
+    else:
+        algorithms = ", ".join(f"{k} {v}" for k, v in negotiated.items())
+        items.append(Item("ok", "SFTP drop", f"{where} login and folders ok" + (f" ({algorithms})" if algorithms else "")))
+    return items
 
 
 CHECKS: tuple[Callable[[Config], list[Item]], ...] = (

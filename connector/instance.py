@@ -3,7 +3,9 @@
 `init DIR` writes the documented configuration, a roster template, fresh secrets and the data
 folders, to be filled in for a real install. `--local` makes a self-contained instance that
 needs no outside service: a local drop folder in place of SFTP, a GnuPG home with a practice
-key, and a simulated offshore partner (its own GnuPG home and key) pinned on both sides.
+key, and a simulated offshore partner (its own GnuPG home and key) pinned on both sides, with
+its `ccm-offshore` configuration in DIR/partner/offshore.toml (same drop, work folder
+DIR/partner/work), so `queue export`, `ccm-offshore pull/push` and `returns pull` work as made.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from .sftp import keyring
 from .store import make_private_dir
 
 CONFIG_NAME = "connector.toml"
+OFFSHORE_CONFIG_NAME = "offshore.toml"
 
 
 @dataclass(frozen=True)
@@ -129,4 +132,21 @@ def init_local_instance(folder: Path, today: dt.date | None = None) -> Instance:
     }
     config = folder / CONFIG_NAME
     write_private_text(config, with_values(template("connector.example.toml"), values))
+    _simulated_partner_config(folder, practice_fpr, partner_fpr)
     return Instance(folder, config, practice_fpr, partner_fpr)
+
+
+def _simulated_partner_config(folder: Path, practice_fpr: str, partner_fpr: str) -> None:
+    """DIR/partner/offshore.toml: the simulated team's `ccm-offshore` setup over the same local drop."""
+    make_private_dir(folder / "partner" / "work")
+    values = {
+        ("team", "name"): '"Simulated offshore partner"',
+        ("team", "practice_id"): '"LOCALDEMO"',
+        ("team", "work_dir"): '"work"',
+        ("pgp", "team_fingerprint"): f'"{partner_fpr}"',
+        ("pgp", "practice_fingerprints"): f'["{practice_fpr}"]',
+        ("drop", "kind"): '"local"',
+        ("drop", "local_path"): '"../drop"',
+        ("drop", "stable_seconds"): "0",
+    }
+    write_private_text(folder / "partner" / OFFSHORE_CONFIG_NAME, with_values(template("offshore.example.toml"), values))

@@ -35,6 +35,9 @@ class KeyFacts:
     revoked: bool
     expired: bool
     user_ids: tuple[str, ...]
+    # The earliest date on which the key stops being usable for the exchange: the primary's
+    # expiry or, if sooner, that of its last valid encryption subkey (None: no expiry).
+    usable_until: dt.date | None = None
 
 
 def prepare_home(home: Path) -> None:
@@ -61,8 +64,18 @@ def stop_agent(home: Path) -> None:
         subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "gpg-agent"], capture_output=True, check=False)
 
 
-def generate_key(home: Path, name: str, email: str, expire: str = "2y", passphrase: str | None = None) -> str:
-    """Make an Ed25519 signing key with a Curve25519 encryption subkey; return its fingerprint."""
+def generate_key(
+    home: Path,
+    name: str,
+    email: str,
+    expire: str = "2y",
+    passphrase: str | None = None,
+    created: dt.datetime | None = None,
+) -> str:
+    """Make an Ed25519 signing key with a Curve25519 encryption subkey; return its fingerprint.
+
+    ``created`` back-dates the key (tests of expired keys); ``expire`` counts from creation.
+    """
     lines = [
         "Key-Type: EDDSA",
         "Key-Curve: ed25519",
@@ -74,6 +87,8 @@ def generate_key(home: Path, name: str, email: str, expire: str = "2y", passphra
         f"Name-Email: {email}",
         f"Expire-Date: {expire}",
     ]
+    if created is not None:
+        lines.append(f"Creation-Date: {created.astimezone(dt.UTC):%Y%m%dT%H%M%S}")
     lines.append(f"Passphrase: {passphrase}" if passphrase else "%no-protection")
     lines.append("%commit")
     result = gpg_for(home).gen_key("\n".join(lines) + "\n")
@@ -109,7 +124,7 @@ def key_facts(home: Path, fingerprint: str, binary: str = "gpg") -> KeyFacts | N
     for key in gpg.list_keys():
         if key["fingerprint"] != fingerprint:
             continue
-        expires = dt.datetime.fromtimestamp(int(key["expires"]), dt.UTC).date() if key.get("expires") else None
+        expires = _date(key.get("expires"))
         validity = key.get("trust", "")
         return KeyFacts(
             fingerprint=fingerprint,
@@ -118,5 +133,23 @@ def key_facts(home: Path, fingerprint: str, binary: str = "gpg") -> KeyFacts | N
             revoked=validity == "r",
             expired=validity == "e" or (expires is not None and expires <= dt.datetime.now(dt.UTC).date()),
             user_ids=tuple(key.get("uids", ())),
+            usable_until=_usable_until(expires, key.get("subkey_info") or {}),
         )
     return None
+
+
+def _date(timestamp: str | None) -> dt.date | None:
+    return dt.datetime.fromtimestamp(int(timestamp), dt.UTC).date() if timestamp else None
+
+
+def _usable_until(primary: dt.date | None, subkeys: dict) -> dt.date | None:
+    """Primary expiry, or the later-expiring valid encryption subkey's if that comes first."""
+    encryption = [
+        info for info in subkeys.values() if "e" in (info.get("cap") or "") and info.get("trust") not in ("e", "r")
+    ]
+    if not encryption:
+        return primary
+    ends = [_date(info.get("expires")) for info in encryption]
+    sub = None if any(e is None for e in ends) else max(ends)
+    candidates = [d for d in (primary, sub) if d is not None]
+    return min(candidates) if candidates else None

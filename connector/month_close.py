@@ -1,0 +1,303 @@
+"""The reconcile stage: for one month, the store's records and returns in, decisions kept.
+
+Reads the practice's records and the accepted returns, runs reconciliation and the rules
+engine (pure cores), and keeps each patient-month's decision with the exact facts it was made
+from and its review packet's hash. Re-running after new returns or EHR messages updates the
+result without double counting: each run recomputes from the records, never from the last run.
+A patient-month whose packet changes loses its sign-off and asks again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sqlite3
+from collections import defaultdict
+from dataclasses import dataclass
+
+from . import audit, logs
+from .config import Config
+from .errors import InputError
+from .facts import facts_from_json
+from .month_facts import PatientRecords, Policy, month_bounds, month_facts
+from .packet import canonical, packet_hash, review_packet
+from .pseudonym import read_key as read_pseudonym_key
+from .pseudonym import reverse_map
+from .reconcile import Finding, LogEntry, code_mismatch, reconcile
+from .records import CarePlan, Consent, Instant, Patient, Problem, Service, Stay, Touchpoint
+from .roster import load_roster
+from .rules import decide, rule_set_for
+from .store import open_store, transaction
+
+log = logs.get_logger("reconcile")
+# Look this far around the month for touchpoints and entries, so that an entry dated across a
+# month boundary (the offshore team's calendar day can differ) still finds its practice record.
+WINDOW = dt.timedelta(days=31)
+
+
+@dataclass(frozen=True)
+class MonthResult:
+    mrn: str
+    month: str
+    state: str
+    decision: dict
+    reconciliation: list[dict]
+    changed: bool
+
+    def to_json(self) -> dict:
+        return {
+            "patient": self.mrn,
+            "month": self.month,
+            "decision": self.decision,
+            "reconciliation": [{k: f[k] for k in ("code", "severity", "entry", "source", "message")} for f in self.reconciliation],
+        }
+
+
+def parse_month(month: str) -> str:
+    try:
+        dt.date.fromisoformat(month + "-01")
+    except ValueError:
+        raise InputError(f"--month: must be YYYY-MM, got {month!r}") from None
+    if len(month) != 7:
+        raise InputError(f"--month: must be YYYY-MM, got {month!r}")
+    return month
+
+
+def utc_bounds(month: str, zone: dt.tzinfo) -> tuple[dt.datetime, dt.datetime]:
+    first, last = month_bounds(month)
+    start = dt.datetime.combine(first, dt.time(0), zone).astimezone(dt.UTC)
+    end = dt.datetime.combine(last + dt.timedelta(days=1), dt.time(0), zone).astimezone(dt.UTC)
+    return start, end
+
+
+def _date(value: str | None) -> dt.date | None:
+    return dt.date.fromisoformat(value) if value else None
+
+
+def load_touchpoints(conn: sqlite3.Connection, start: dt.datetime, end: dt.datetime) -> dict[str, Touchpoint]:
+    rows = conn.execute(
+        "SELECT id, mrn, staff_id, start_utc, start_offset, minutes, activity, summary FROM touchpoint"
+        " WHERE start_utc >= ? AND start_utc < ?",
+        ((start - WINDOW).isoformat(), (end + WINDOW).isoformat()),
+    )
+    out = {}
+    for r in rows:
+        when = dt.datetime.fromisoformat(r["start_utc"])
+        when = when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+        out[r["id"]] = Touchpoint(r["id"], r["mrn"], r["staff_id"], Instant(when, r["start_offset"]), r["minutes"], r["activity"], r["summary"])
+    return out
+
+
+def load_entries(conn: sqlite3.Connection, first: dt.date, last: dt.date, pseudonyms: dict[str, str]) -> tuple[list[LogEntry], dict[str, dict]]:
+    """Entries of accepted returns around the month, in arrival order, and their raw rows by id."""
+    rows = conn.execute(
+        "SELECT e.rowid AS pos, e.*, f.id AS file_id FROM return_entry e JOIN return_file f ON f.id = e.return_file_id"
+        " WHERE f.status = 'accepted' AND e.date >= ? AND e.date <= ? ORDER BY f.id, e.rowid",
+        ((first - WINDOW).isoformat(), (last + WINDOW).isoformat()),
+    )
+    entries, raw = [], {}
+    for arrival, r in enumerate(rows):
+        mrn = r["mrn"] or pseudonyms.get(r["pseudonym"])
+        entries.append(
+            LogEntry(r["entry_id"], mrn, tuple(json.loads(r["touchpoint_ids"])), r["performer"], dt.date.fromisoformat(r["date"]), r["minutes"], r["activity"], arrival)
+        )
+        raw[r["entry_id"]] = dict(r)
+    return entries, raw
+
+
+def load_patient_records(conn: sqlite3.Connection, mrns: set[str]) -> dict[str, PatientRecords]:
+    """Every record of the given patients, grouped by MRN (records already follow merges)."""
+    grouped: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    for r in conn.execute("SELECT * FROM patient"):
+        if r["mrn"] in mrns:
+            grouped[r["mrn"]]["patient"].append(Patient(r["mrn"], r["family"], r["given"], _date(r["birth_date"]), r["sex"], r["mbi"]))
+    for r in conn.execute("SELECT mrn, code, system, status FROM problem"):
+        if r["mrn"] in mrns:
+            grouped[r["mrn"]]["problems"].append(Problem(r["mrn"], r["code"], r["system"], r["status"]))
+    services: dict[tuple, list[str]] = defaultdict(list)
+    for r in conn.execute("SELECT mrn, date, code, practitioner_npi FROM service ORDER BY id"):
+        if r["mrn"] in mrns:
+            services[(r["mrn"], r["date"], r["practitioner_npi"])].append(r["code"])
+    for (mrn, day, npi), codes in services.items():
+        grouped[mrn]["services"].append(Service(mrn, dt.date.fromisoformat(day), tuple(codes), npi))
+    for r in conn.execute("SELECT mrn, admitted, discharged, kind FROM stay"):
+        if r["mrn"] in mrns:
+            grouped[r["mrn"]]["stays"].append(Stay(r["mrn"], dt.date.fromisoformat(r["admitted"]), _date(r["discharged"]), r["kind"]))
+    for r in conn.execute("SELECT mrn, program, date, practitioner_npi, status, document_id FROM consent ORDER BY id"):
+        if r["mrn"] in mrns:
+            grouped[r["mrn"]]["consents"].append(Consent(r["mrn"], r["program"], dt.date.fromisoformat(r["date"]), r["practitioner_npi"], r["status"], r["document_id"]))
+    for r in conn.execute("SELECT * FROM care_plan"):
+        if r["mrn"] in mrns:
+            grouped[r["mrn"]]["care_plans"].append(
+                CarePlan(r["mrn"], dt.date.fromisoformat(r["date"]), r["document_id"], tuple(json.loads(r["elements"])), _date(r["shared_on"]), _date(r["reviewed_on"]))
+            )
+    return {
+        mrn: PatientRecords(
+            patient=(g["patient"] or [None])[0],
+            problems=tuple(g["problems"]),
+            services=tuple(g["services"]),
+            stays=tuple(g["stays"]),
+            consents=tuple(g["consents"]),
+            care_plans=tuple(g["care_plans"]),
+            died_on=_death_date(conn, mrn),
+        )
+        for mrn, g in ((m, grouped[m]) for m in mrns)
+    }
+
+
+def _death_date(conn: sqlite3.Connection, mrn: str) -> dt.date | None:
+    try:
+        row = conn.execute("SELECT death_date FROM patient WHERE mrn = ?", (mrn,)).fetchone()
+    except sqlite3.OperationalError:  # intake schemas without a death date column
+        return None
+    return _date(row[0]) if row and row[0] else None
+
+
+def patients_in_scope(conn: sqlite3.Connection, last: dt.date, touchpoints: dict[str, Touchpoint], entries: list[LogEntry]) -> set[str]:
+    """Everyone with a consent on record by month end, or practice time or log entries near it."""
+    mrns = {r[0] for r in conn.execute("SELECT DISTINCT mrn FROM consent WHERE date <= ?", (last.isoformat(),))}
+    mrns |= {tp.mrn for tp in touchpoints.values()}
+    mrns |= {e.mrn for e in entries if e.mrn}
+    return mrns
+
+
+def proposed_codes(conn: sqlite3.Connection, month: str, pseudonyms: dict[str, str]) -> dict[str, list[tuple[str, int]]]:
+    """The latest accepted return's proposed codes per patient for the month."""
+    latest: dict[str, tuple[int, list[tuple[str, int]]]] = {}
+    for r in conn.execute(
+        "SELECT p.return_file_id AS f, p.pseudonym, p.mrn, p.code, p.units FROM proposed_code p"
+        " JOIN return_file r ON r.id = p.return_file_id WHERE r.status = 'accepted' AND p.month = ? ORDER BY p.return_file_id",
+        (month,),
+    ):
+        mrn = r["mrn"] or pseudonyms.get(r["pseudonym"])
+        if mrn is None:
+            continue
+        if mrn not in latest or latest[mrn][0] < r["f"]:
+            latest[mrn] = (r["f"], [])
+        latest[mrn][1].append((r["code"], r["units"]))
+    return {mrn: lines for mrn, (_, lines) in latest.items()}
+
+
+def latest_drafts(conn: sqlite3.Connection, pseudonyms: dict[str, str]) -> dict[str, dict]:
+    drafts = {}
+    for r in conn.execute("SELECT * FROM care_plan_draft ORDER BY id"):
+        mrn = r["mrn"] or pseudonyms.get(r["pseudonym"])
+        if mrn:
+            drafts[mrn] = {"id": r["id"], "revises": r["revises"], "changes": json.loads(r["changes"])}
+    return drafts
+
+
+def finding_json(f: Finding) -> dict:
+    return {**f.to_json(), "minutes": f.minutes}
+
+
+def log_with_sources(entries: list[LogEntry], raw: dict[str, dict], counted: dict[str, int], findings: list[Finding], touchpoints: dict[str, Touchpoint], zone: dt.tzinfo) -> list[dict]:
+    codes: dict[str, list[str]] = defaultdict(list)
+    for f in findings:
+        if f.entry:
+            codes[f.entry].append(f.code)
+    out = []
+    for e in entries:
+        sources = [touchpoints[t] for t in e.touchpoint_ids if t in touchpoints]
+        out.append(
+            {
+                "entry": e.entry_id,
+                "date": e.date.isoformat(),
+                "minutes": e.minutes,
+                "performer": e.performer,
+                "activity": e.activity,
+                "description": raw[e.entry_id]["description"],
+                "sources": list(e.touchpoint_ids),
+                "source_records": [
+                    {"id": t.id, "staff": t.staff_id, "local_start": t.start.local(zone).isoformat(timespec="minutes"), "minutes": t.minutes, "activity": t.activity}
+                    for t in sources
+                ],
+                "counted": counted.get(e.entry_id, 0),
+                "findings": sorted(codes.get(e.entry_id, [])),
+            }
+        )
+    return out
+
+
+def reconcile_month(cfg: Config, month: str, conn: sqlite3.Connection | None = None, at: dt.datetime | None = None) -> list[MonthResult]:
+    """Reconcile and decide every patient-month of `month`; keep the results; return them."""
+    month = parse_month(month)
+    own = conn is None
+    conn = conn or open_store(cfg.store.path)
+    try:
+        return _reconcile(cfg, month, conn, at or dt.datetime.now(dt.UTC))
+    finally:
+        if own:
+            conn.close()
+
+
+def _reconcile(cfg: Config, month: str, conn: sqlite3.Connection, now: dt.datetime) -> list[MonthResult]:
+    zone = cfg.zone
+    first, last = month_bounds(month)
+    start, end = utc_bounds(month, zone)
+    roster = load_roster(cfg.roster.file)
+    touchpoints = load_touchpoints(conn, start, end)
+    known = [r[0] for r in conn.execute("SELECT mrn FROM patient")]
+    pseudonyms = reverse_map(read_pseudonym_key(cfg.identity.pseudonym_key_file), known)
+    entries, raw = load_entries(conn, first, last, pseudonyms)
+    result = reconcile(entries, touchpoints, roster, zone)
+    mrns = patients_in_scope(conn, last, touchpoints, entries)
+    records = load_patient_records(conn, mrns)
+    proposals = proposed_codes(conn, month, pseudonyms)
+    drafts = latest_drafts(conn, pseudonyms)
+    policy = Policy(cfg.billing.practitioner_time, cfg.billing.date_of_service, cfg.billing.setting_kind, (cfg.practice.billing_npis or (None,))[0])
+    rule_set = rule_set_for(month)
+    counted_by_entry = {c.entry_id: c.minutes for c in result.counted}
+    by_id = {e.entry_id: e for e in entries}
+    results = []
+    audit_key = audit.read_key(cfg.audit.key_file)
+    for mrn in sorted(mrns):
+        counted, findings = result.for_month(mrn, month)
+        if not counted and not findings and not _has_consent(records[mrn], last):
+            continue  # nothing happened this month for someone never enrolled by then
+        facts = month_facts(mrn, month, records[mrn], counted, roster, policy)
+        decision = decide(facts_from_json(facts), rule_set).to_json()
+        mismatch = code_mismatch(proposals.get(mrn, []), [(ln["code"], ln["units"]) for ln in decision["lines"]]) if mrn in proposals else None
+        findings = findings + ([mismatch] if mismatch else [])
+        reconciliation = [finding_json(f) for f in findings]
+        involved = {f.entry for f in findings if f.entry} | {c.entry_id for c in counted}
+        month_entries = [by_id[e] for e in sorted(involved) if e in by_id]
+        packet = review_packet(facts, decision, reconciliation, log_with_sources(month_entries, raw, counted_by_entry, findings, touchpoints, zone), drafts.get(mrn))
+        results.append(_keep(conn, audit_key, mrn, month, facts, decision, reconciliation, packet, now))
+    logs.event(log, "reconcile.finished", month=month, patient_months=len(results), entries=len(entries), touchpoints=len(touchpoints),
+               changed=sum(r.changed for r in results))
+    return results
+
+
+def _has_consent(records: PatientRecords, last: dt.date) -> bool:
+    return any(c.date <= last for c in records.consents)
+
+
+def _keep(conn: sqlite3.Connection, key: bytes, mrn: str, month: str, facts: dict, decision: dict, reconciliation: list[dict], packet: dict, now: dt.datetime) -> MonthResult:
+    """Store one patient-month's result; void a sign-off whose packet no longer matches."""
+    digest = packet_hash(packet)
+    stamp = now.isoformat()
+    with transaction(conn):
+        row = conn.execute("SELECT state, packet_hash FROM patient_month WHERE mrn = ? AND month = ?", (mrn, month)).fetchone()
+        if row is not None and row["packet_hash"] == digest:
+            return MonthResult(mrn, month, row["state"], decision, reconciliation, False)
+        if row is not None and row["state"] == "released":
+            # Billed content is never changed in place; the billing lead must void to correct it.
+            audit.record(conn, key, "patient_month.changed_after_release", f"{mrn}|{month}", at=now, new_hash=digest)
+            return MonthResult(mrn, month, "released", decision, reconciliation, False)
+        state = "awaiting_signoff" if decision["billable"] else "not_billable"
+        conn.execute(
+            "INSERT INTO patient_month (mrn, month, state, billable, facts, decision, reconciliation, packet, packet_hash, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (mrn, month) DO UPDATE SET state = excluded.state,"
+            " billable = excluded.billable, facts = excluded.facts, decision = excluded.decision,"
+            " reconciliation = excluded.reconciliation, packet = excluded.packet, packet_hash = excluded.packet_hash,"
+            " updated_at = excluded.updated_at",
+            (mrn, month, state, int(decision["billable"]), canonical(facts), canonical(decision), canonical(reconciliation), canonical(packet), digest, stamp),
+        )
+        voided = conn.execute(
+            "UPDATE signoff SET voided_at = ?, void_reason = 'the packet changed after signing' WHERE mrn = ? AND month = ? AND voided_at IS NULL AND packet_hash != ?",
+            (stamp, mrn, month, digest),
+        ).rowcount
+        audit.record(conn, key, "patient_month.decided", f"{mrn}|{month}", at=now, hash=digest, billable=decision["billable"],
+                     blocks=sorted({f["code"] for f in decision["findings"] if f["severity"] == "block"}), signoffs_voided=voided)
+    return MonthResult(mrn, month, state, decision, reconciliation, True)
