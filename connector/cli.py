@@ -156,6 +156,50 @@ def cmd_billing_void(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from .service import run_service
+
+    return run_service(configured(args))
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import json
+
+    from . import status
+
+    cfg = configured(args)
+    conn = open_store(cfg.store.path)
+    try:
+        result = status.gather(cfg, conn)
+    finally:
+        conn.close()
+    print(json.dumps(result, indent=2) if args.json else status.render(result))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    import json
+
+    from . import report
+
+    month = report.parse_month(args.month)
+    if not args.html and not args.json:
+        raise InputError("report: give --html FILE, --json, or both")
+    cfg = configured(args)
+    conn = open_store(cfg.store.path)
+    try:
+        data = report.gather(cfg, conn, month)
+    finally:
+        conn.close()
+    if args.html:
+        written = report.write_html(Path(args.html), report.render(data))
+        logs.event(log, "report.written", month=month, patients=len(data["patients"]))
+        print(f"wrote {written}", file=sys.stderr if args.json else sys.stdout)
+    if args.json:
+        print(json.dumps(data, indent=2))
+    return 0
+
+
 # --- the parser ----------------------------------------------------------------------------------
 
 
@@ -181,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", help="folder to create")
     p.add_argument("--local", action="store_true", help="self-contained: local drop, fresh keys, simulated partner")
     command("doctor", cmd_doctor, "check configuration, store, gpg and keys, partner BAA and drop; exit 0 only when all pass")
-    command("run", not_built("run", 7), "run the service: MLLP listener and scheduled jobs")
+    command("run", cmd_run, "run the service: MLLP listener and scheduled jobs")
     p = command("listen", not_built("listen", 4), "run the MLLP listener only")
     p.add_argument("--port", type=int, help="override [mllp] port")
     p = command("ingest", not_built("ingest", 4), "ingest HL7 files (single messages, many per file, FHS/BHS batches)")
@@ -214,9 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patient", required=True)
     p.add_argument("--month", required=True)
 
-    p = command("status", not_built("status", 7), "counters, last job runs, what needs a person")
+    p = command("status", cmd_status, "counters, last job runs, what needs a person")
     p.add_argument("--json", action="store_true")
-    p = command("report", not_built("report", 7), "monthly report for the billing lead")
+    p = command("report", cmd_report, "monthly report for the billing lead")
     p.add_argument("--month", required=True)
     p.add_argument("--html", metavar="FILE")
     p.add_argument("--json", action="store_true")

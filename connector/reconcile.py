@@ -146,10 +146,11 @@ def reconcile(
         problem = _first_problem(entry, sources, roster, zone, overlaps, entry.entry_id in seen_ids or content in seen_content)
         seen_ids.add(entry.entry_id)
         seen_content.add(content)
+        # An entry that cites a touchpoint describes it, even wrongly: its own finding says how.
+        cited.update(t.id for t in sources)
         if problem is not None:
             result.add(problem, mrn, month)
             continue
-        cited.update(t.id for t in sources)
         granted = _claim(sources, entry.minutes, remaining)
         if granted < entry.minutes:
             excess = entry.minutes - granted

@@ -48,6 +48,7 @@ class Service:
     codes: tuple[str, ...]
     practitioner_npi: str | None
     transaction_id: str | None = None
+    reversed: bool = False  # a credit line (FT1-6 CD): the EHR took these codes back
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
+from ..config import is_valid_npi
 from ..hl7.reader import Message, Segment
 from ..records import CarePlan, Consent, Merge, Patient, Problem, Record, Service, Stay, Touchpoint
 from . import values
@@ -119,6 +120,10 @@ def apply(message: Message, profile: Profile, zone: ZoneInfo) -> Result:
 # --- identifiers -----------------------------------------------------------------------------------
 
 
+# CX-5 identifier types that never hold a medical record number (HL7 table 0203).
+NOT_AN_MRN = frozenset({"SS", "SSN", "MC", "MB", "MA", "MCD", "MCR", "DL", "PPN", "NPI", "BC", "DN", "EI", "TAX", "U", "AN", "VN"})
+
+
 def _identifier(ctx: _Context, seg: Segment, n: int, types: frozenset, authority: str, first_if_untyped: bool) -> str:
     """The CX repetition whose CX-5 is the most preferred of `types` (and CX-4.1 = authority)."""
     candidates = []
@@ -136,8 +141,10 @@ def _identifier(ctx: _Context, seg: Segment, n: int, types: frozenset, authority
         for ident, id_type, _ in candidates:
             if id_type == wanted:
                 return ident
-    if first_if_untyped and candidates and not any(c[1] in types for c in candidates):
-        return candidates[0][0]
+    if first_if_untyped:
+        for ident, id_type, _ in candidates:
+            if id_type not in NOT_AN_MRN:
+                return ident
     return ""
 
 
@@ -166,16 +173,16 @@ def _npi_from_xcn(ctx: _Context, parts: list[list[str]]) -> str | None:
     rules = ctx.profile.practitioners
     first = parts[0][0] if parts and parts[0] else ""
     markers = {p[0].upper() for i, p in enumerate(parts) if i in (8, 12) and p}
-    if first and "NPI" in markers and values.is_valid_npi(first):
+    if first and "NPI" in markers and is_valid_npi(first):
         return first
     for comp in parts:  # e.g. ...^&1356421622&NPI (pMDsoft): the number beside an NPI marker
         if len(comp) > 1 and any(s.upper() == "NPI" for s in comp):
             for s in comp:
-                if values.is_valid_npi(s):
+                if is_valid_npi(s):
                     return s
     if first and first in rules.local_ids:
         return rules.local_ids[first]
-    if first and rules.accept_unmarked_npi and values.is_valid_npi(first):
+    if first and rules.accept_unmarked_npi and is_valid_npi(first):
         return first
     return None
 
@@ -438,7 +445,8 @@ def build_document(ctx: _Context) -> list[Record]:
         practitioner = None
         pract_seg = obs.get(rules.practitioner_id, [])
         if pract_seg:
-            practitioner = _npi_from_xcn(ctx, pract_seg[0].parts(5)) or (one(rules.practitioner_id) if values.is_valid_npi(one(rules.practitioner_id)) else None)
+            plain = one(rules.practitioner_id)
+            practitioner = _npi_from_xcn(ctx, pract_seg[0].parts(5)) or (plain if is_valid_npi(plain) else None)
             if practitioner is None:
                 raise Reject(f"OBX {rules.practitioner_id}: not a valid NPI")
         else:

@@ -132,8 +132,10 @@ def open_envelope(
         problems = [p for p in result.problems if p.get("status") != "no secret key"]
         if problems:
             raise Refused(f"signature not acceptable: {problems[0].get('status', 'problem')}", signer)
-        if not result.valid or not signer:
-            raise Refused("not signed" if not signer and not result.key_id else "signature not valid", signer)
+        if not signer:
+            raise Refused("not signed")
+        if not result.valid:
+            raise Refused("signature not valid", signer)
         if signer not in pinned_set:
             raise Refused(f"signed by a key that is not pinned: {signer}", signer)
         facts = keyring.key_facts(home, signer, binary)

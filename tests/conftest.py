@@ -12,6 +12,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:] = [p for p in sys.path if Path(p or os.getcwd()).resolve() != ROOT]
+# Shared test helpers (store fixtures, peers) import as plain modules from tests/support.
+sys.path.insert(0, str(ROOT / "tests" / "support"))
 
 import pytest  # noqa: E402
 

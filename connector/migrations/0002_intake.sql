@@ -1,17 +1,23 @@
 -- Intake: every inbound HL7 message (raw, durable before its ACK), quarantine, and the
 -- canonical records mapped from them. Records keep the message they came from.
 
+-- Dedupe: a resend (same sender, MSH-10 and content) is acknowledged as the first was and not
+-- processed again (resends counts them); the same sender and MSH-10 with other content is
+-- stored with status 'conflict' and not mapped.
 CREATE TABLE inbound_message (
     id            INTEGER PRIMARY KEY,
-    sender        TEXT NOT NULL,            -- MSH-3^MSH-4 of the sender
+    sender        TEXT NOT NULL,            -- MSH-3|MSH-4 as written: the namespace of MSH-10
     control_id    TEXT NOT NULL,            -- MSH-10
-    content_hash  TEXT NOT NULL,            -- sha256 of the normalised message
+    content_hash  TEXT NOT NULL,            -- sha256 of the message's segments joined by CR
     received_at   TEXT NOT NULL,            -- UTC ISO-8601
     source        TEXT NOT NULL,            -- 'mllp:<peer>' | 'file:<name>#<index>'
     message_type  TEXT,                     -- MSH-9, e.g. ADT^A01
-    raw           BLOB NOT NULL,
-    status        TEXT NOT NULL,            -- received | mapped | ignored | rejected | conflict
-    reason        TEXT,                     -- why ignored / rejected / conflict (no PHI)
+    raw           BLOB NOT NULL,            -- the MLLP frame as received, or the message's segments from a file
+    status        TEXT NOT NULL CHECK (status IN ('mapped', 'ignored', 'rejected', 'conflict')),
+    reason        TEXT,                     -- why ignored / rejected / conflict; warnings when mapped (no PHI)
+    ack_code      TEXT NOT NULL,            -- AA | AE: what the sender was told
+    records       INTEGER NOT NULL DEFAULT 0,  -- records stored from it
+    resends       INTEGER NOT NULL DEFAULT 0,  -- identical resends acknowledged without processing
     UNIQUE (sender, control_id, content_hash)
 );
 CREATE INDEX inbound_message_status ON inbound_message (status);
@@ -22,6 +28,8 @@ CREATE TABLE quarantine (
     at          TEXT NOT NULL,
     source      TEXT NOT NULL,
     reason      TEXT NOT NULL,
+    control_id  TEXT,                       -- MSH-10 when one could be found (echoed in the AR)
+    size        INTEGER NOT NULL,           -- bytes received (content may hold only the first part)
     content     BLOB NOT NULL
 );
 
@@ -44,6 +52,9 @@ CREATE TABLE problem (
     PRIMARY KEY (mrn, code, system)
 );
 
+-- One row per code of a Service record; a credit line (FT1-6 CD) deletes the matching rows.
+-- (mrn, date, code, practitioner_npi) is unique; the intake checks it with IS, since a
+-- missing NPI is NULL and UNIQUE treats NULLs as distinct.
 CREATE TABLE service (
     id               INTEGER PRIMARY KEY,
     mrn              TEXT NOT NULL,
@@ -54,7 +65,9 @@ CREATE TABLE service (
     message_id       INTEGER REFERENCES inbound_message (id),
     UNIQUE (mrn, date, code, practitioner_npi)
 );
+CREATE INDEX service_mrn ON service (mrn, date);
 
+-- Inpatient and SNF stays (ADT A01 opens, A03 closes; matched by visit id when there is one).
 CREATE TABLE stay (
     mrn         TEXT NOT NULL,
     admitted    TEXT NOT NULL,
@@ -100,8 +113,11 @@ CREATE TABLE care_plan (
 );
 CREATE INDEX care_plan_mrn ON care_plan (mrn, date);
 
+-- ADT^A40: records of a retired MRN are moved to the survivor, and records that arrive later
+-- for the retired MRN are stored under the survivor. Chains are kept flat (A→B, B→C makes A→C).
 CREATE TABLE mrn_merge (
     retired_mrn    TEXT PRIMARY KEY,
     surviving_mrn  TEXT NOT NULL,
     message_id     INTEGER REFERENCES inbound_message (id)
 );
+CREATE INDEX mrn_merge_surviving ON mrn_merge (surviving_mrn);

@@ -242,14 +242,25 @@ def test_more_countable_minutes_never_bill_fewer_units(
     more["time"].append({"id": "extra", "date": iso(day), "minutes": extra, "staff": performer})
     _, _, after = decided(more)
     assert after.countable_minutes == before.countable_minutes + extra
-    # The one designed exception: with complex MDM attested, reaching 60 minutes replaces
-    # 99490 + 99439 (two units) by 99487 (one unit, paid more): T7 against T11.
+    # Two designed exceptions, both switching code family:
+    # - complex MDM attested and 60 minutes reached: 99487 (one unit, paid more) replaces
+    #   99490 + 99439 (two units): T7 against T11;
+    # - policy physician_codes and the practitioner's minutes reach 30: 99491/99424 bill from
+    #   the practitioner's minutes alone, "leaving staff minutes unbilled" (rules-check.md, T16).
+    # Within one family, and in every other case, units never go down.
     crossed_complex = (
         facts.program == "ccm"
         and facts.complex_mdm
         and before.countable_minutes < 60 <= after.countable_minutes
     )
-    if not crossed_complex:
+    practitioner_bases = {"99491", "99424"}
+    switched_to_practitioner = (
+        facts.policy.practitioner_time == "physician_codes"
+        and not practitioner_bases & {line.code for line in before.lines}
+        and practitioner_bases & {line.code for line in after.lines}
+    )
+    same_family = before.lines and after.lines and before.lines[0].code == after.lines[0].code
+    if same_family or not (crossed_complex or switched_to_practitioner):
         assert units(after) >= units(before), (before.to_json(), after.to_json())
 
 
