@@ -79,6 +79,53 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     return 1
 
 
+def cmd_listen(args: argparse.Namespace) -> int:
+    from . import intake
+
+    cfg = configured(args)
+    if args.port is not None and not 0 <= args.port <= 65535:
+        raise InputError(f"--port: must be 0-65535, got {args.port}")
+
+    def announce(host: str, port: int) -> None:
+        print(f"listening on {host}:{port}", flush=True)
+
+    return intake.listen(cfg, args.port, announce)
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from . import intake
+
+    cfg = configured(args)
+    stage = intake.open_intake(cfg)
+    try:
+        tally = intake.ingest_files(stage, [Path(f) for f in args.files], lambda text: print(f"{PROG}: {text}", file=sys.stderr))
+    finally:
+        stage.conn.close()
+    print(f"ingested {tally.line()}")
+    return 2 if tally.unreadable_files else 0
+
+
+def cmd_mapping_check(args: argparse.Namespace) -> int:
+    import json
+
+    from . import intake
+    from .mappings.profile import load_profile
+
+    cfg = configured(args)
+    profile = load_profile(args.profile or cfg.intake.profile, cfg.intake.profile_dir)
+
+    def emit(line: dict) -> None:
+        if args.json:
+            print(json.dumps(line, ensure_ascii=False))
+        else:
+            kinds = ", ".join(r["kind"] for r in line["records"])
+            detail = f": {line['reason']}" if line["reason"] else ""
+            print(f"{line['file']}#{line['index']} {line['control_id'] or '-'} {line['type'] or '-'} {line['action']}{detail}" + (f" [{kinds}]" if kinds else ""))
+
+    ok = intake.mapping_check([Path(f) for f in args.files], profile, cfg.zone, emit, lambda text: print(f"{PROG}: {text}", file=sys.stderr))
+    return 0 if ok else 2
+
+
 def cmd_rules_check(args: argparse.Namespace) -> int:
     from .rules_cli import rules_check
 
@@ -226,13 +273,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--local", action="store_true", help="self-contained: local drop, fresh keys, simulated partner")
     command("doctor", cmd_doctor, "check configuration, store, gpg and keys, partner BAA and drop; exit 0 only when all pass")
     command("run", cmd_run, "run the service: MLLP listener and scheduled jobs")
-    p = command("listen", not_built("listen", 4), "run the MLLP listener only")
+    p = command("listen", cmd_listen, "run the MLLP listener only")
     p.add_argument("--port", type=int, help="override [mllp] port")
-    p = command("ingest", not_built("ingest", 4), "ingest HL7 files (single messages, many per file, FHS/BHS batches)")
+    p = command("ingest", cmd_ingest, "ingest HL7 files (single messages, many per file, FHS/BHS batches)")
     p.add_argument("files", nargs="+", metavar="FILE")
 
     mapping = group("mapping", "EHR dialect profiles")
-    p = command("check", not_built("mapping check", 4), "map HL7 files without storing anything; one JSON line per message", mapping)
+    p = command("check", cmd_mapping_check, "map HL7 files without storing anything; one JSON line per message", mapping)
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--profile", help="profile name (default: [intake] profile)")
     p.add_argument("--json", action="store_true", help="JSON lines output")

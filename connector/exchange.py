@@ -45,14 +45,20 @@ def drop_for(drop: Drop, sftp: Sftp, retries_sleep: Any = None) -> transport.Dro
         port=sftp.port,
         username=sftp.username,
         private_key=sftp.private_key,
-        private_key_passphrase=read_passphrase(sftp.private_key_passphrase_file, "[sftp] private_key_passphrase_file"),
+        private_key_passphrase=read_passphrase(
+            sftp.private_key_passphrase_file, "[sftp] private_key_passphrase_file"
+        ),
         host_key_type=sftp.host_key_type,
         host_key_fingerprint=sftp.host_key_fingerprint,
         timeout=sftp.timeout_seconds,
         retries=sftp.retries,
         confirm_upload=sftp.confirm_upload,
     )
-    return transport.SftpDrop(endpoint) if retries_sleep is None else transport.SftpDrop(endpoint, retries_sleep)
+    return (
+        transport.SftpDrop(endpoint)
+        if retries_sleep is None
+        else transport.SftpDrop(endpoint, retries_sleep)
+    )
 
 
 def baa_problem(partner: Partner, today: dt.date) -> str | None:
@@ -62,5 +68,7 @@ def baa_problem(partner: Partner, today: dt.date) -> str | None:
     if partner.baa_effective > today:
         return f"[partner] baa_effective is {partner.baa_effective}, in the future: no work queue may leave before then"
     if partner.baa_end is not None and partner.baa_end < today:
-        return f"[partner] baa_end was {partner.baa_end}: the Business Associate Agreement has ended"
+        return (
+            f"[partner] baa_end was {partner.baa_end}: the Business Associate Agreement has ended"
+        )
     return None

@@ -187,7 +187,9 @@ def build_workqueue(q: WorkQueue) -> bytes:
             etree.SubElement(tp, WQ + "summary").text = xml_text(t.summary)
         _attrs(etree.SubElement(el, WQ + "monthToDate"), countableMinutes=p.countable_minutes)
     data = documents.serialize(root)
-    problems = documents.validate(etree.ElementTree(etree.fromstring(data, documents.safe_parser())), WORKQUEUE_NS)
+    problems = documents.validate(
+        etree.ElementTree(etree.fromstring(data, documents.safe_parser())), WORKQUEUE_NS
+    )
     if problems:
         raise DocumentRefused("the work queue built does not match its schema", problems)
     return data
@@ -291,7 +293,10 @@ def parse_return(data: bytes) -> Return:
             Draft(
                 pseudonym=d.get("patient"),
                 revises=d.get("revises"),
-                changes=tuple(Change(c.get("element"), c.get("action"), c.text or "") for c in d.iterfind(f"{RT}change")),
+                changes=tuple(
+                    Change(c.get("element"), c.get("action"), c.text or "")
+                    for c in d.iterfind(f"{RT}change")
+                ),
             )
             for d in root.iterfind(f"{RT}carePlanDrafts/{RT}draft")
         ),
@@ -306,7 +311,13 @@ def parse_return(data: bytes) -> Return:
 def build_return(r: Return) -> bytes:
     """Return XML from its content (for the offshore team's tooling and for tests)."""
     root = etree.Element(RT + "return", nsmap={None: RETURN_NS})
-    _attrs(root, version="1", returnId=r.return_id, practiceId=r.practice_id, created=utc_stamp(r.created))
+    _attrs(
+        root,
+        version="1",
+        returnId=r.return_id,
+        practiceId=r.practice_id,
+        created=utc_stamp(r.created),
+    )
     answers = etree.SubElement(root, RT + "answers")
     for batch in r.answers:
         _attrs(etree.SubElement(answers, RT + "batch"), id=batch)

@@ -20,6 +20,7 @@ Outcomes and the ACK each one gets (docs/hl7-interface.md):
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -41,7 +42,18 @@ from .hl7 import ack as acks
 from .hl7 import mllp, reader
 from .mappings import apply as mapping
 from .mappings.profile import Profile, load_profile
-from .records import CarePlan, Consent, Merge, Patient, Problem, Record, Service, Stay, Touchpoint, kind_of
+from .records import (
+    CarePlan,
+    Consent,
+    Merge,
+    Patient,
+    Problem,
+    Record,
+    Service,
+    Stay,
+    Touchpoint,
+    kind_of,
+)
 from .store import make_private_dir, open_store, transaction
 
 log = logs.get_logger("intake")
@@ -504,7 +516,10 @@ def ingest_files(intake: Intake, paths: Iterable[Path], complain: Callable[[str]
             total.unreadable_files.append(str(path))
             complain(str(e))
             continue
-        part = ingest_bytes(intake, data, path.name)
+        try:
+            part = ingest_bytes(intake, data, path.name)
+        except sqlite3.Error as e:
+            raise OperationalError(f"store: cannot store messages ({e.__class__.__name__}: {e})") from None
         total.files += 1
         total.counts.update(part.counts)
     return total
@@ -612,8 +627,10 @@ def listen(cfg: Config, port: int | None = None, announce: Callable[[str, int], 
 def record_json(rec: Record) -> dict:
     """A record as JSON-ready fields, with its kind."""
     out: dict = {"kind": kind_of(rec)}
-    for name in rec.__slots__:  # type: ignore[union-attr]
-        value = getattr(rec, name)
+    for f in dataclasses.fields(rec):
+        name, value = f.name, getattr(rec, f.name)
+        if name == "kind":  # Stay.kind (inpatient | snf) would hide the record's kind
+            name = f"{out['kind']}_kind"
         if isinstance(value, dt.date):
             value = value.isoformat()
         elif isinstance(value, tuple):

@@ -20,7 +20,7 @@ from .config import Config
 from .errors import InputError
 from .facts import facts_from_json
 from .month_facts import PatientRecords, Policy, month_bounds, month_facts
-from .packet import canonical, packet_hash, review_packet
+from .packet import canonical, review_packet, text_hash as content_hash_of
 from .pseudonym import read_key as read_pseudonym_key
 from .pseudonym import reverse_map
 from .reconcile import Finding, LogEntry, code_mismatch, reconcile
@@ -249,8 +249,7 @@ def _reconcile(cfg: Config, month: str, conn: sqlite3.Connection, now: dt.dateti
     rule_set = rule_set_for(month)
     counted_by_entry = {c.entry_id: c.minutes for c in result.counted}
     by_id = {e.entry_id: e for e in entries}
-    results = []
-    audit_key = audit.read_key(cfg.audit.key_file)
+    judged = []
     for mrn in sorted(mrns):
         counted, findings = result.for_month(mrn, month)
         if not counted and not findings and not _has_consent(records[mrn], last):
@@ -263,7 +262,8 @@ def _reconcile(cfg: Config, month: str, conn: sqlite3.Connection, now: dt.dateti
         involved = {f.entry for f in findings if f.entry} | {c.entry_id for c in counted}
         month_entries = [by_id[e] for e in sorted(involved) if e in by_id]
         packet = review_packet(facts, decision, reconciliation, log_with_sources(month_entries, raw, counted_by_entry, findings, touchpoints, zone), drafts.get(mrn))
-        results.append(_keep(conn, audit_key, mrn, month, facts, decision, reconciliation, packet, now))
+        judged.append((mrn, facts, decision, reconciliation, packet))
+    results = _keep_all(conn, audit.read_key(cfg.audit.key_file), month, judged, now)
     logs.event(log, "reconcile.finished", month=month, patient_months=len(results), entries=len(entries), touchpoints=len(touchpoints),
                changed=sum(r.changed for r in results))
     return results
@@ -273,31 +273,41 @@ def _has_consent(records: PatientRecords, last: dt.date) -> bool:
     return any(c.date <= last for c in records.consents)
 
 
-def _keep(conn: sqlite3.Connection, key: bytes, mrn: str, month: str, facts: dict, decision: dict, reconciliation: list[dict], packet: dict, now: dt.datetime) -> MonthResult:
-    """Store one patient-month's result; void a sign-off whose packet no longer matches."""
-    digest = packet_hash(packet)
+def _keep_all(conn: sqlite3.Connection, key: bytes, month: str, judged: list[tuple], now: dt.datetime) -> list[MonthResult]:
+    """Store the month's results in one transaction; void sign-offs whose packet no longer matches."""
     stamp = now.isoformat()
+    results = []
     with transaction(conn):
-        row = conn.execute("SELECT state, packet_hash FROM patient_month WHERE mrn = ? AND month = ?", (mrn, month)).fetchone()
-        if row is not None and row["packet_hash"] == digest:
-            return MonthResult(mrn, month, row["state"], decision, reconciliation, False)
-        if row is not None and row["state"] == "released":
-            # Billed content is never changed in place; the billing lead must void to correct it.
-            audit.record(conn, key, "patient_month.changed_after_release", f"{mrn}|{month}", at=now, new_hash=digest)
-            return MonthResult(mrn, month, "released", decision, reconciliation, False)
-        state = "awaiting_signoff" if decision["billable"] else "not_billable"
-        conn.execute(
-            "INSERT INTO patient_month (mrn, month, state, billable, facts, decision, reconciliation, packet, packet_hash, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (mrn, month) DO UPDATE SET state = excluded.state,"
-            " billable = excluded.billable, facts = excluded.facts, decision = excluded.decision,"
-            " reconciliation = excluded.reconciliation, packet = excluded.packet, packet_hash = excluded.packet_hash,"
-            " updated_at = excluded.updated_at",
-            (mrn, month, state, int(decision["billable"]), canonical(facts), canonical(decision), canonical(reconciliation), canonical(packet), digest, stamp),
-        )
-        voided = conn.execute(
-            "UPDATE signoff SET voided_at = ?, void_reason = 'the packet changed after signing' WHERE mrn = ? AND month = ? AND voided_at IS NULL AND packet_hash != ?",
-            (stamp, mrn, month, digest),
-        ).rowcount
-        audit.record(conn, key, "patient_month.decided", f"{mrn}|{month}", at=now, hash=digest, billable=decision["billable"],
-                     blocks=sorted({f["code"] for f in decision["findings"] if f["severity"] == "block"}), signoffs_voided=voided)
-    return MonthResult(mrn, month, state, decision, reconciliation, True)
+        existing = {r["mrn"]: r for r in conn.execute("SELECT mrn, state, packet_hash FROM patient_month WHERE month = ?", (month,))}
+        for mrn, facts, decision, reconciliation, packet in judged:
+            packet_text = canonical(packet)
+            digest = content_hash_of(packet_text)
+            row = existing.get(mrn)
+            if row is not None and row["packet_hash"] == digest:
+                results.append(MonthResult(mrn, month, row["state"], decision, reconciliation, False))
+                continue
+            if row is not None and row["state"] == "released":
+                # Billed content is never changed in place; the billing lead must void to correct it.
+                audit.record(conn, key, "patient_month.changed_after_release", f"{mrn}|{month}", at=now, new_hash=digest)
+                results.append(MonthResult(mrn, month, "released", decision, reconciliation, False))
+                continue
+            state = "awaiting_signoff" if decision["billable"] else "not_billable"
+            conn.execute(
+                "INSERT INTO patient_month (mrn, month, state, billable, facts, decision, reconciliation, packet, packet_hash, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (mrn, month) DO UPDATE SET state = excluded.state,"
+                " billable = excluded.billable, facts = excluded.facts, decision = excluded.decision,"
+                " reconciliation = excluded.reconciliation, packet = excluded.packet, packet_hash = excluded.packet_hash,"
+                " updated_at = excluded.updated_at",
+                (mrn, month, state, int(decision["billable"]), canonical(facts), canonical(decision), canonical(reconciliation), packet_text, digest, stamp),
+            )
+            voided = 0
+            if row is not None:
+                voided = conn.execute(
+                    "UPDATE signoff SET voided_at = ?, void_reason = 'the packet changed after signing'"
+                    " WHERE mrn = ? AND month = ? AND voided_at IS NULL AND packet_hash != ?",
+                    (stamp, mrn, month, digest),
+                ).rowcount
+            audit.record(conn, key, "patient_month.decided", f"{mrn}|{month}", at=now, hash=digest, billable=decision["billable"],
+                         blocks=sorted({f["code"] for f in decision["findings"] if f["severity"] == "block"}), signoffs_voided=voided)
+            results.append(MonthResult(mrn, month, state, decision, reconciliation, True))
+    return results

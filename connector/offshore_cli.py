@@ -93,7 +93,9 @@ class Pulled:
         return text
 
 
-def pull(cfg: OffshoreConfig, into: Path | None = None, drop: transport.Drop | None = None) -> Pulled:
+def pull(
+    cfg: OffshoreConfig, into: Path | None = None, drop: transport.Drop | None = None
+) -> Pulled:
     work_dir = _private_dir(cfg.team.work_dir)
     target = _private_dir(into or work_dir)
     opening = envelope.private_workdir(work_dir / ".opening")
@@ -145,7 +147,12 @@ def _pull_one(
         return
     try:
         opened = envelope.open_envelope(
-            cfg.pgp.gnupg_home, data, cfg.pgp.practice_fingerprints, opening, passphrase, cfg.pgp.gpg_binary
+            cfg.pgp.gnupg_home,
+            data,
+            cfg.pgp.practice_fingerprints,
+            opening,
+            passphrase,
+            cfg.pgp.gpg_binary,
         )
         plaintext = opened.read_and_remove()
         try:
@@ -160,9 +167,16 @@ def _pull_one(
         out.refused.append((shown, e.reason))
         return
     _write_private(target / f"{naming.check_safe(summary.batch_id)}.xml", plaintext)
-    ledger["pulled"][file_hash] = {"name": shown, "batch": summary.batch_id, "at": stamp(), "signer": opened.signer}
+    ledger["pulled"][file_hash] = {
+        "name": shown,
+        "batch": summary.batch_id,
+        "at": stamp(),
+        "signer": opened.signer,
+    }
     save_ledger(cfg.team.work_dir, ledger)
-    out.queues.append(f"{summary.batch_id} ({summary.patients} patients, {summary.touchpoints} touchpoints)")
+    out.queues.append(
+        f"{summary.batch_id} ({summary.patients} patients, {summary.touchpoints} touchpoints)"
+    )
     _after_pickup(cfg, drop, name)
 
 
@@ -189,7 +203,9 @@ def validate_file(file: str) -> str:
     try:
         ret = parse_return(data)
     except DocumentRefused as e:
-        lines = [f"{file}:{p.line or 0}: {p.message}" for p in e.problems] or [f"{file}: {e.reason}"]
+        lines = [f"{file}:{p.line or 0}: {p.message}" for p in e.problems] or [
+            f"{file}: {e.reason}"
+        ]
         raise InputError(f"{file}: invalid return ({e.reason})\n" + "\n".join(lines)) from None
     return (
         f"{file}: valid return {ret.return_id} for {ret.practice_id}: {len(ret.entries)} entries, "
@@ -202,7 +218,9 @@ def push(cfg: OffshoreConfig, file: str, drop: transport.Drop | None = None) -> 
     data = _read_file(file)
     ret = parse_return(data)
     if ret.practice_id != cfg.team.practice_id:
-        raise InputError(f"{file}: practiceId {ret.practice_id!r} is not this team's practice {cfg.team.practice_id!r}")
+        raise InputError(
+            f"{file}: practiceId {ret.practice_id!r} is not this team's practice {cfg.team.practice_id!r}"
+        )
     name = naming.return_name(cfg.team.practice_id, ret.return_id)
     work_dir = _private_dir(cfg.team.work_dir)
     outbox = _private_dir(work_dir / ".outbox")
@@ -220,14 +238,23 @@ def push(cfg: OffshoreConfig, file: str, drop: transport.Drop | None = None) -> 
         passphrase = read_passphrase(cfg.pgp.passphrase_file, "[pgp] passphrase_file")
         try:
             sealed = envelope.seal(
-                cfg.pgp.gnupg_home, data, recipients, cfg.pgp.team_fingerprint, passphrase, cfg.pgp.gpg_binary
+                cfg.pgp.gnupg_home,
+                data,
+                recipients,
+                cfg.pgp.team_fingerprint,
+                passphrase,
+                cfg.pgp.gpg_binary,
             )
         except (envelope.SealError, keyring.KeyringError) as e:
             raise OperationalError(f"push: {e}") from None
         finally:
             keyring.stop_agent(cfg.pgp.gnupg_home)
         _write_private(outbox / name, sealed)
-        record = {"document_hash": document_hash, "content_hash": hashlib.sha256(sealed).hexdigest(), "file": name}
+        record = {
+            "document_hash": document_hash,
+            "content_hash": hashlib.sha256(sealed).hexdigest(),
+            "file": name,
+        }
         record["status"] = "sealed"
         ledger["pushed"][ret.return_id] = record
         save_ledger(work_dir, ledger)
@@ -248,10 +275,17 @@ def push(cfg: OffshoreConfig, file: str, drop: transport.Drop | None = None) -> 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description="Pull work queues and push signed returns.")
-    parser.add_argument("--config", help="offshore configuration file (default: $CCM_OFFSHORE_CONFIG or ./offshore.toml)")
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Pull work queues and push signed returns."
+    )
+    parser.add_argument(
+        "--config",
+        help="offshore configuration file (default: $CCM_OFFSHORE_CONFIG or ./offshore.toml)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    p = sub.add_parser("pull", help="download, verify, decrypt and validate the work queue into a folder")
+    p = sub.add_parser(
+        "pull", help="download, verify, decrypt and validate the work queue into a folder"
+    )
     p.add_argument("--into", help="folder for the decrypted queues (default: [team] work_dir)")
     p = sub.add_parser("validate", help="check a return document against its schema")
     p.add_argument("file")

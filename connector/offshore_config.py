@@ -86,7 +86,9 @@ def load_offshore_config(file: Path) -> OffshoreConfig:
         if name not in raw:
             problems.append(f"[{name}]: section is missing")
     sections = {
-        name: _section(name, cls, raw.get(name) if isinstance(raw.get(name), dict) else {}, ctx, problems)
+        name: _section(
+            name, cls, raw.get(name) if isinstance(raw.get(name), dict) else {}, ctx, problems
+        )
         for name, cls in SECTIONS.items()
     }
     if not problems:

@@ -20,7 +20,11 @@ def canonical(value: Any) -> str:
 
 
 def content_hash(value: Any) -> str:
-    return hashlib.sha256(canonical(value).encode("utf-8")).hexdigest()
+    return text_hash(canonical(value))
+
+
+def text_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def time_summary(facts: dict, decision: dict, reconciliation: list[dict]) -> dict:
@@ -65,7 +69,8 @@ def review_packet(
         "initiating_visit": facts["initiating_visit"],
         "decision": decision,
         "reconciliation": reconciliation,
-        "facts": facts,
+        # The facts are kept beside the packet; their hash binds the signature to them too.
+        "facts_sha256": content_hash(facts),
     }
 
 

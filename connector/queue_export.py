@@ -93,7 +93,9 @@ def time_rules(period: str, setting: str) -> TimeRules:
         family = next((f for f in families if f.route == "pool" and not f.complex), None)
         if family is not None:
             steps = family.cap if family.add_on else 0
-            thresholds[name] = tuple(family.threshold + i * family.increment for i in range(steps + 1))
+            thresholds[name] = tuple(
+                family.threshold + i * family.increment for i in range(steps + 1)
+            )
     return TimeRules(rule_set.us_locations, thresholds)
 
 
@@ -175,21 +177,31 @@ def select_work(
     time: TimeRules,
 ) -> Work:
     """Everything the next queue holds, read from the record tables (read-only)."""
-    merges = {r["retired_mrn"]: r["surviving_mrn"] for r in conn.execute("SELECT retired_mrn, surviving_mrn FROM mrn_merge")}
+    merges = {
+        r["retired_mrn"]: r["surviving_mrn"]
+        for r in conn.execute("SELECT retired_mrn, surviving_mrn FROM mrn_merge")
+    }
     aliases: dict[str, set[str]] = defaultdict(set)
     for retired in merges:
         aliases[_surviving(merges, retired)].add(retired)
 
     latest: dict[tuple[str, str], sqlite3.Row] = {}
-    for c in conn.execute("SELECT id, mrn, program, date, practitioner_npi, status FROM consent ORDER BY date, id"):
+    for c in conn.execute(
+        "SELECT id, mrn, program, date, practitioner_npi, status FROM consent ORDER BY date, id"
+    ):
         latest[(_surviving(merges, c["mrn"]), c["program"])] = c
     enrolled: dict[str, list[sqlite3.Row]] = defaultdict(list)
     for (mrn, _program), c in sorted(latest.items()):
         if c["status"] == "given":
             enrolled[mrn].append(c)
 
-    sent = {(r["kind"], r["item_key"], r["content_hash"]) for r in conn.execute("SELECT kind, item_key, content_hash FROM queue_item")}
-    patients = {r["mrn"]: r for r in conn.execute("SELECT mrn, family, given, birth_date, mbi FROM patient")}
+    sent = {
+        (r["kind"], r["item_key"], r["content_hash"])
+        for r in conn.execute("SELECT kind, item_key, content_hash FROM queue_item")
+    }
+    patients = {
+        r["mrn"]: r for r in conn.execute("SELECT mrn, family, given, birth_date, mbi FROM patient")
+    }
     conditions: dict[str, set[tuple[str, str]]] = defaultdict(set)
     for p in conn.execute("SELECT mrn, code, system FROM problem WHERE status = 'active'"):
         conditions[_surviving(merges, p["mrn"])].add((p["code"], p["system"]))
@@ -215,11 +227,21 @@ def select_work(
         countable = 0
         tps: list[TouchpointOut] = []
         for t in touchpoints.get(mrn, []):
-            local = dt.datetime.fromisoformat(t["start_utc"].replace("Z", "+00:00")).astimezone(zone)
+            local = dt.datetime.fromisoformat(t["start_utc"].replace("Z", "+00:00")).astimezone(
+                zone
+            )
             member = roster.get(t["staff_id"])
             if local.strftime("%Y-%m") == period and is_countable(member, time.us_locations):
                 countable += t["minutes"]
-            h = content_hash(t["id"], t["mrn"], t["staff_id"], t["start_utc"], t["minutes"], t["activity"], t["summary"])
+            h = content_hash(
+                t["id"],
+                t["mrn"],
+                t["staff_id"],
+                t["start_utc"],
+                t["minutes"],
+                t["activity"],
+                t["summary"],
+            )
             if ("touchpoint", t["id"], h) in sent:
                 continue
             items.append(("touchpoint", t["id"], h, mrn))
@@ -252,7 +274,9 @@ def select_work(
         cp = plans.get(mrn)
         if cp is not None:
             elements = tuple(json.loads(cp["elements"]))
-            h = content_hash(cp["document_id"], cp["date"], elements, cp["shared_on"], cp["reviewed_on"])
+            h = content_hash(
+                cp["document_id"], cp["date"], elements, cp["shared_on"], cp["reviewed_on"]
+            )
             if ("care_plan", cp["document_id"], h) not in sent:
                 pending += 1
             items.append(("care_plan", cp["document_id"], h, mrn))
@@ -269,7 +293,9 @@ def select_work(
                 mrn=mrn,
                 family=patient["family"],
                 given=patient["given"],
-                birth_date=dt.date.fromisoformat(patient["birth_date"]) if patient["birth_date"] else None,
+                birth_date=dt.date.fromisoformat(patient["birth_date"])
+                if patient["birth_date"]
+                else None,
             )
         out.append(
             QueuePatient(
@@ -287,13 +313,17 @@ def select_work(
         for sid in sorted(staff_used)
         if (s := roster.get(sid)) is not None
     ]
-    return Work(out, staff, [i for i in items if (i[0], i[1], i[2]) not in sent], pending, new_touchpoints)
+    return Work(
+        out, staff, [i for i in items if (i[0], i[1], i[2]) not in sent], pending, new_touchpoints
+    )
 
 
 # --- the stage -----------------------------------------------------------------------------------
 
 
-def export_queue(cfg: Config, drop: transport.Drop | None = None, now: dt.datetime | None = None) -> ExportResult:
+def export_queue(
+    cfg: Config, drop: transport.Drop | None = None, now: dt.datetime | None = None
+) -> ExportResult:
     """Run the stage once; idempotent (a second run with nothing new sends nothing)."""
     now = now or now_utc()
     local_now = now.astimezone(cfg.zone)
@@ -316,7 +346,13 @@ def _keys(cfg: Config) -> tuple[bytes, bytes]:
         raise InputError(f"key file: {e}") from None
 
 
-def _export(cfg: Config, conn: sqlite3.Connection, drop: transport.Drop, now: dt.datetime, local_now: dt.datetime) -> ExportResult:
+def _export(
+    cfg: Config,
+    conn: sqlite3.Connection,
+    drop: transport.Drop,
+    now: dt.datetime,
+    local_now: dt.datetime,
+) -> ExportResult:
     pseudonym_key, audit_key = _keys(cfg)
     roster = load_roster(cfg.roster.file)
     recipients = list(dict.fromkeys([*cfg.pgp.partner_fingerprints, cfg.pgp.practice_fingerprint]))
@@ -339,7 +375,9 @@ def _export(cfg: Config, conn: sqlite3.Connection, drop: transport.Drop, now: dt
                 if work.pending == 0:
                     logs.event(log, "queue.nothing_new", republished=len(republished))
                     return ExportResult(None, None, 0, 0, republished)
-                row = conn.execute("SELECT coalesce(max(sequence), 0) + 1 FROM queue_batch").fetchone()
+                row = conn.execute(
+                    "SELECT coalesce(max(sequence), 0) + 1 FROM queue_batch"
+                ).fetchone()
                 sequence = int(row[0])
                 batch_id = f"{cfg.practice.id}-{sequence:06d}"
                 file_name = naming.queue_name(cfg.practice.id, sequence)
@@ -358,7 +396,12 @@ def _export(cfg: Config, conn: sqlite3.Connection, drop: transport.Drop, now: dt
                 )
                 try:
                     sealed = envelope.seal(
-                        cfg.pgp.gnupg_home, document, recipients, signer, passphrase, cfg.pgp.gpg_binary
+                        cfg.pgp.gnupg_home,
+                        document,
+                        recipients,
+                        signer,
+                        passphrase,
+                        cfg.pgp.gpg_binary,
                     )
                 except (envelope.SealError, keyring.KeyringError) as e:
                     raise OperationalError(f"queue export: {e}") from None
@@ -399,14 +442,35 @@ def _export(cfg: Config, conn: sqlite3.Connection, drop: transport.Drop, now: dt
                     recipients=recipients,
                     signer=signer,
                 )
-            logs.event(log, "queue.sealed", batch=batch_id, patients=len(work.queue_patients), touchpoints=work.touchpoints)
-            _publish(cfg, conn, drop, audit_key, batch_id, file_name, sealed, file_hash, recipients, signer)
+            logs.event(
+                log,
+                "queue.sealed",
+                batch=batch_id,
+                patients=len(work.queue_patients),
+                touchpoints=work.touchpoints,
+            )
+            _publish(
+                cfg,
+                conn,
+                drop,
+                audit_key,
+                batch_id,
+                file_name,
+                sealed,
+                file_hash,
+                recipients,
+                signer,
+            )
     except transport.TransportError as e:
         raise OperationalError(f"queue export: {e}") from None
-    return ExportResult(batch_id, file_name, len(work.queue_patients), work.touchpoints, republished)
+    return ExportResult(
+        batch_id, file_name, len(work.queue_patients), work.touchpoints, republished
+    )
 
 
-def _publish_pending(cfg: Config, conn: sqlite3.Connection, drop: transport.Drop, audit_key: bytes) -> list[str]:
+def _publish_pending(
+    cfg: Config, conn: sqlite3.Connection, drop: transport.Drop, audit_key: bytes
+) -> list[str]:
     """Publish batches sealed by an earlier run that did not finish: the same bytes, the same name."""
     done = []
     rows = conn.execute(
@@ -415,8 +479,21 @@ def _publish_pending(cfg: Config, conn: sqlite3.Connection, drop: transport.Drop
     for r in rows:
         sealed = bytes(r["sealed"])
         if hashlib.sha256(sealed).hexdigest() != r["content_hash"]:
-            raise OperationalError(f"queue export: stored batch {r['id']} does not match its recorded hash; not sending it")
-        _publish(cfg, conn, drop, audit_key, r["id"], r["file_name"], sealed, r["content_hash"], json.loads(r["recipients"]), r["signer"])
+            raise OperationalError(
+                f"queue export: stored batch {r['id']} does not match its recorded hash; not sending it"
+            )
+        _publish(
+            cfg,
+            conn,
+            drop,
+            audit_key,
+            r["id"],
+            r["file_name"],
+            sealed,
+            r["content_hash"],
+            json.loads(r["recipients"]),
+            r["signer"],
+        )
         done.append(r["file_name"])
     return done
 
@@ -458,6 +535,3 @@ def archived_copy(conn: sqlite3.Connection, batch_id: str) -> bytes | None:
     """Our sealed copy of a batch (encrypted to the practice key too)."""
     row = conn.execute("SELECT sealed FROM queue_batch WHERE id = ?", (batch_id,)).fetchone()
     return bytes(row[0]) if row and row[0] is not None else None
-
-
-

@@ -133,6 +133,7 @@ def reconcile(
 ) -> Reconciliation:
     """Check every entry against the practice records it cites; keep what they support."""
     result = Reconciliation()
+    local_dates = {tp_id: local_date(tp, zone) for tp_id, tp in touchpoints.items()}
     remaining = {tp_id: tp.minutes for tp_id, tp in touchpoints.items()}
     overlaps = overlapping_touchpoints(touchpoints.values())
     seen_ids: set[str] = set()
@@ -140,10 +141,10 @@ def reconcile(
     cited: set[str] = set()
     for entry in sorted(entries, key=lambda e: (e.arrival, e.entry_id)):
         sources = [touchpoints[t] for t in entry.touchpoint_ids if t in touchpoints]
-        month = month_of(local_date(sources[0], zone)) if sources else month_of(entry.date)
+        month = month_of(local_dates[sources[0].id]) if sources else month_of(entry.date)
         mrn = sources[0].mrn if sources else entry.mrn
         content = (entry.touchpoint_ids, entry.performer, entry.date, entry.minutes, entry.mrn)
-        problem = _first_problem(entry, sources, roster, zone, overlaps, entry.entry_id in seen_ids or content in seen_content)
+        problem = _first_problem(entry, sources, roster, local_dates, overlaps, entry.entry_id in seen_ids or content in seen_content)
         seen_ids.add(entry.entry_id)
         seen_content.add(content)
         # An entry that cites a touchpoint describes it, even wrongly: its own finding says how.
@@ -161,13 +162,13 @@ def reconcile(
             )
         if granted:
             result.counted.append(
-                CountedTime(entry.entry_id, mrn, local_date(sources[0], zone), sources[0].staff_id, granted, tuple(t.id for t in sources))
+                CountedTime(entry.entry_id, mrn, local_dates[sources[0].id], sources[0].staff_id, granted, tuple(t.id for t in sources))
             )
     for tp in sorted(touchpoints.values(), key=lambda t: (t.start.utc, t.id)):
         if tp.id not in cited:
             result.add(
                 Finding("UNLOGGED_PRACTICE_TIME", None, tp.id, f"{tp.minutes} minutes of practice time that no log entry describes"),
-                tp.mrn, month_of(local_date(tp, zone)),
+                tp.mrn, month_of(local_dates[tp.id]),
             )
     return result
 
@@ -176,7 +177,7 @@ def _first_problem(
     entry: LogEntry,
     sources: list[Touchpoint],
     roster: Mapping[str, Staff],
-    zone: dt.tzinfo,
+    local_dates: Mapping[str, dt.date],
     overlaps: Mapping[str, str],
     duplicate: bool,
 ) -> Finding | None:
@@ -198,7 +199,7 @@ def _first_problem(
         return finding("PATIENT_MISMATCH", "the entry's patient differs from its practice record's")
     if any(tp.staff_id != entry.performer for tp in sources):
         return finding("PERFORMER_MISMATCH", "the entry's performer differs from its practice record's")
-    if any(local_date(tp, zone) != entry.date for tp in sources):
+    if any(local_dates[tp.id] != entry.date for tp in sources):
         return finding("DATE_MISMATCH", "the entry's date differs from its practice record's local date")
     overlapped = [tp.id for tp in sources if tp.id in overlaps]
     if overlapped:

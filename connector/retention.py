@@ -7,8 +7,8 @@
 | our copies of sent work queues | `queue_batch.sealed` of batches already sent | `queue_copies_days` | set to NULL; the row and its hashes stay |
 
 Never touched: billing output (`[billing] output_dir`, `billing_*`, `outbound`), `audit_event`,
-records, returns. Messages still waiting for intake ('received') or for a person ('conflict')
-keep their raw bytes whatever their age.
+records, returns. A message in conflict waits for a person and keeps its raw bytes whatever
+its age.
 
 Idempotent and crash-safe: the database part and its audit event are one transaction; the audit
 event is written before the files are deleted, so a kill half-way leaves files that the next
@@ -116,10 +116,10 @@ def prune(cfg: Config, now: dt.datetime | None = None) -> dict:
 
 
 def _prune_raw(conn: sqlite3.Connection, before: str) -> int:
-    # 'received' still waits for intake and 'conflict' for a person: their bytes stay.
+    # A 'conflict' waits for a person: its bytes stay whatever their age.
     return conn.execute(
         "UPDATE inbound_message SET raw = X'' WHERE julianday(received_at) < julianday(?)"
-        " AND length(raw) > 0 AND status NOT IN ('received', 'conflict')",
+        " AND length(raw) > 0 AND status != 'conflict'",
         (before,),
     ).rowcount
 

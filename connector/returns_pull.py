@@ -6,7 +6,8 @@ For each file in the drop's returns folder (stable over [drop] stable_seconds):
    otherwise it is refused once (recorded by name, never read).
 2. The content hash decides idempotency: a file already ingested under the same name is only
    cleaned up (a crash between commit and cleanup); the same content under another name, or a
-   return id or entry id seen before, is refused as a replay.
+   return id seen before, is refused as a replay. (An entry id seen before is stored and left to
+   reconciliation, which excludes it as DUPLICATE_ENTRY.)
 3. The envelope is opened under the acceptance rule (`sftp.envelope`); the plaintext lives in a
    private working folder only until it is parsed, and is deleted on every path.
 4. The document must pass the hardened parser and return-1.xsd; its return id must match the
@@ -80,7 +81,9 @@ def pull_returns(cfg: Config, drop: transport.Drop | None = None) -> PullResult:
     conn = open_store(cfg.store.path)
     try:
         with drop:
-            for listed in transport.stable_files(drop, cfg.drop.returns_dir, cfg.drop.stable_seconds):
+            for listed in transport.stable_files(
+                drop, cfg.drop.returns_dir, cfg.drop.stable_seconds
+            ):
                 _one(cfg, conn, drop, listed, audit_key, pseudonym_key, passphrase, workdir, result)
     except transport.TransportError as e:
         raise OperationalError(f"returns pull: {e}") from None
@@ -116,7 +119,9 @@ def _one(
 
     data = drop.read(cfg.drop.returns_dir, name)
     file_hash = hashlib.sha256(data).hexdigest()
-    seen = conn.execute("SELECT id, name, status FROM return_file WHERE content_hash = ?", (file_hash,)).fetchone()
+    seen = conn.execute(
+        "SELECT id, name, status FROM return_file WHERE content_hash = ?", (file_hash,)
+    ).fetchone()
     if seen is not None:
         if seen["name"] == shown:
             result.cleaned += 1  # ours from an earlier run that stopped before the cleanup
@@ -127,7 +132,12 @@ def _one(
 
     try:
         opened = envelope.open_envelope(
-            cfg.pgp.gnupg_home, data, cfg.pgp.partner_fingerprints, workdir, passphrase, cfg.pgp.gpg_binary
+            cfg.pgp.gnupg_home,
+            data,
+            cfg.pgp.partner_fingerprints,
+            workdir,
+            passphrase,
+            cfg.pgp.gpg_binary,
         )
     except envelope.Refused as e:
         _refuse_file(conn, audit_key, shown, file_hash, data, e.reason, e.signer, result)
@@ -140,13 +150,31 @@ def _one(
         except Refusal as e:
             _refuse_file(conn, audit_key, shown, file_hash, data, e.reason, opened.signer, result)
         else:
-            _accept(conn, audit_key, shown, file_hash, data, plaintext, ret, opened.signer, pseudonym_key)
+            _accept(
+                conn,
+                audit_key,
+                shown,
+                file_hash,
+                data,
+                plaintext,
+                ret,
+                opened.signer,
+                pseudonym_key,
+            )
             result.accepted.append(ret.return_id)
-            logs.event(log, "return.accepted", return_id=ret.return_id, entries=len(ret.entries), signer=opened.signer)
+            logs.event(
+                log,
+                "return.accepted",
+                return_id=ret.return_id,
+                entries=len(ret.entries),
+                signer=opened.signer,
+            )
     _after_pickup(cfg, drop, name)
 
 
-def _checked(cfg: Config, conn: sqlite3.Connection, name_return_id: str, plaintext: bytes) -> Return:
+def _checked(
+    cfg: Config, conn: sqlite3.Connection, name_return_id: str, plaintext: bytes
+) -> Return:
     try:
         ret = parse_return(plaintext)
     except DocumentRefused as e:
@@ -157,12 +185,6 @@ def _checked(cfg: Config, conn: sqlite3.Connection, name_return_id: str, plainte
         raise Refusal("file name does not match the return id inside")
     if conn.execute("SELECT 1 FROM return_file WHERE return_id = ?", (ret.return_id,)).fetchone():
         raise Refusal(f"replay: return {ret.return_id} was already ingested")
-    ids = json.dumps([e.entry_id for e in ret.entries])
-    row = conn.execute(
-        "SELECT entry_id FROM return_entry WHERE entry_id IN (SELECT value FROM json_each(?)) LIMIT 1", (ids,)
-    ).fetchone()
-    if row is not None:
-        raise Refusal(f"replay: entry {row[0]} was already ingested from an earlier return")
     return ret
 
 
@@ -225,14 +247,22 @@ def _accept(
                     d.pseudonym,
                     to_mrn.get(d.pseudonym),
                     d.revises,
-                    json.dumps([{"element": c.element, "action": c.action, "text": c.text} for c in d.changes]),
+                    json.dumps(
+                        [
+                            {"element": c.element, "action": c.action, "text": c.text}
+                            for c in d.changes
+                        ]
+                    ),
                 )
                 for d in ret.drafts
             ],
         )
         conn.executemany(
             "INSERT INTO proposed_code (return_file_id, pseudonym, mrn, month, code, units) VALUES (?, ?, ?, ?, ?, ?)",
-            [(file_id, c.pseudonym, to_mrn.get(c.pseudonym), c.month, c.code, c.units) for c in ret.codes],
+            [
+                (file_id, c.pseudonym, to_mrn.get(c.pseudonym), c.month, c.code, c.units)
+                for c in ret.codes
+            ],
         )
         audit.record(
             conn,
@@ -270,7 +300,9 @@ def _refuse_file(
             "INSERT INTO exchange_quarantine (at, direction, name, content_hash, reason, content) VALUES (?, 'inbound', ?, ?, ?, ?)",
             (stamp(), shown, file_hash, reason, data),
         )
-        audit.record(conn, audit_key, "file.refused", file_hash, file=shown, reason=reason, signer=signer)
+        audit.record(
+            conn, audit_key, "file.refused", file_hash, file=shown, reason=reason, signer=signer
+        )
     result.refused.append((shown, reason))
     logs.event(log, "return.refused", content_hash=file_hash, reason=reason, signer=signer)
 
@@ -295,10 +327,13 @@ def _quarantine_replay(
     logs.event(log, "return.refused", content_hash=file_hash, reason="replay")
 
 
-def _refuse_name(conn: sqlite3.Connection, audit_key: bytes, shown: str, reason: str, result: PullResult) -> None:
+def _refuse_name(
+    conn: sqlite3.Connection, audit_key: bytes, shown: str, reason: str, result: PullResult
+) -> None:
     """A name we will not use: recorded once (by its printable form), never read, left in place."""
     if conn.execute(
-        "SELECT 1 FROM exchange_quarantine WHERE name = ? AND content_hash IS NULL AND reason = ?", (shown, reason)
+        "SELECT 1 FROM exchange_quarantine WHERE name = ? AND content_hash IS NULL AND reason = ?",
+        (shown, reason),
     ).fetchone():
         result.skipped += 1
         return

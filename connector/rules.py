@@ -306,6 +306,16 @@ def _fee(value: Any, where: str) -> Fee:
     return Fee(amount=Decimal(str(t["amount"])), source=t["source"], confirmed=t["confirmed"])
 
 
+def billable_codes(program: Program) -> set[str]:
+    """Every code the engine may bill for the program, in any setting."""
+    families = [f for fs in program.families.values() for f in fs]
+    return (
+        {f.base for f in families}
+        | {f.add_on for f in families if f.add_on}
+        | {level.code for level in program.levels}
+    )
+
+
 def rule_set_from_toml(text: str, where: str = "rule set") -> RuleSet:
     """A RuleSet from the text of one rule file; RuleSetError if it does not hold together."""
     try:
@@ -322,23 +332,19 @@ def rule_set_from_toml(text: str, where: str = "rule set") -> RuleSet:
             "us_locations",
             "initiating_visit_codes",
             "tcm_codes",
+            "settings",
+            "programs",
+            "fees",
         ),
-        ("settings", "programs", "fees"),
     )
     programs = {
         name: _program(name, value, f"{where}: programs.{name}")
         for name, value in _table(
-            t.get("programs", {}), f"{where}: programs", (), ("ccm", "pcm", "apcm")
+            t["programs"], f"{where}: programs", (), ("ccm", "pcm", "apcm")
         ).items()
     }
-    fees = {code: _fee(value, f"{where}: fees.{code}") for code, value in t.get("fees", {}).items()}
-    billable = {
-        code
-        for program in programs.values()
-        for code in [f.base for fs in program.families.values() for f in fs]
-        + [f.add_on for fs in program.families.values() for f in fs if f.add_on]
-        + [level.code for level in program.levels]
-    }
+    fees = {code: _fee(value, f"{where}: fees.{code}") for code, value in t["fees"].items()}
+    billable = {code for program in programs.values() for code in billable_codes(program)}
     if missing := sorted(billable - fees.keys()):
         raise RuleSetError(f"{where}: no fee for {', '.join(missing)}")
     return RuleSet(
@@ -350,7 +356,7 @@ def rule_set_from_toml(text: str, where: str = "rule set") -> RuleSet:
             t["initiating_visit_codes"], f"{where}: initiating_visit_codes"
         ),
         tcm_codes=_codes(t["tcm_codes"], f"{where}: tcm_codes"),
-        settings=_settings(t.get("settings"), f"{where}: settings"),
+        settings=_settings(t["settings"], f"{where}: settings"),
         programs=programs,
         fees=fees,
     )

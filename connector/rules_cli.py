@@ -8,8 +8,11 @@ stdout. Needs no configuration file.
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -26,14 +29,32 @@ class CheckInputError(InputError):
 
 def rules_check(source: str, stdout: TextIO, stderr: TextIO, stdin: TextIO | None = None) -> int:
     """Run `rules check` on FILE or "-" (stdin); returns the exit code (0, or 2 for bad input)."""
-    try:
-        document = parsed_json(*source_text(source, sys.stdin if stdin is None else stdin))
-        output = decisions_json(document)
-    except (CheckInputError, FactsError) as e:
-        print(e, file=stderr)
-        return 2
-    stdout.write(json.dumps(output, indent=2, ensure_ascii=False) + "\n")
+    with gc_paused():
+        try:
+            document = parsed_json(*source_text(source, sys.stdin if stdin is None else stdin))
+            output = decisions_json(document)
+        except (CheckInputError, FactsError) as e:
+            print(e, file=stderr)
+            return 2
+        text = json.dumps(output, indent=2, ensure_ascii=False)
+    stdout.write(text + "\n")
     return 0
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector for a batch.
+
+    A file of 10,000 patient-months allocates millions of small acyclic objects; the collector's
+    repeated passes over them nearly double the run time and free nothing.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def source_text(source: str, stdin: TextIO) -> tuple[str, str]:

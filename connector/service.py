@@ -46,9 +46,10 @@ from .store import make_private_dir, open_store
 
 log = logs.get_logger("service")
 
-# The MLLP listener's entry point (intake): listen(cfg, stop: threading.Event) serves until
-# `stop` is set, then returns; an exception ends the service with exit 1.
-LISTENER = ("ccm_connector.intake", "listen")
+# The MLLP listener's entry point (intake): serve_mllp(cfg, stop: threading.Event) binds, serves
+# until `stop` is set, closes and returns; it runs in its own thread, so it installs no signal
+# handlers. An exception (e.g. the port is taken) ends the service with exit 1.
+LISTENER = ("ccm_connector.intake", "serve_mllp")
 POLL_SECONDS = 0.2
 
 

@@ -224,9 +224,12 @@ class Client:
         """Send one message; return the reply frame's content. Raises ClientError on no reply."""
         if self._writer is None or self._reader is None:
             raise ClientError("not connected")
-        self._writer.write(frame(message))
-        await asyncio.wait_for(self._writer.drain(), self.timeout)
-        return await asyncio.wait_for(self._read_frame(), self.timeout)
+        try:
+            self._writer.write(frame(message))
+            await asyncio.wait_for(self._writer.drain(), self.timeout)
+            return await asyncio.wait_for(self._read_frame(), self.timeout)
+        except TimeoutError:
+            raise ClientError(f"no complete reply within {self.timeout:g} s") from None
 
     async def _read_frame(self) -> bytes:
         assert self._reader is not None

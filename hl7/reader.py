@@ -92,6 +92,8 @@ def parse_delimiters(field_sep: str, msh2: str) -> tuple[Delimiters, str | None]
     positional = list(msh2[:4]) + [None] * (4 - min(len(msh2), 4))
     standard_only = set(msh2) <= set(_STANDARD_ROLES)
     if standard_only and msh2 not in ("^", "^~", "^~\\", "^~\\&"):
+        if len(set(msh2.replace("\\\\", "\\"))) != len(msh2.replace("\\\\", "\\")):
+            raise ReadError("MSH-2: two delimiters are the same character")
         roles: dict[str, str | None] = dict.fromkeys(_STANDARD_ROLES.values())
         for c in msh2:
             roles[_STANDARD_ROLES[c]] = c

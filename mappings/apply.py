@@ -213,10 +213,9 @@ def build_patient(ctx: _Context) -> list[Record]:
     ctx.mrn = mrn
     name_seg = ctx.segment(rules.name_field, pid)
     parts = name_seg.parts(rules.name_field.field) if name_seg is not None else []
-    family = parts[0][0] if parts and parts[0] else ""
+    # XPN-1 is FN: surname & own-surname prefix & own surname ...; take the first one given
+    family = next((s for s in parts[0] if s), "") if parts else ""
     given = parts[1][0] if len(parts) > 1 else ""
-    if len(parts) > 2 and parts[2][0]:
-        given = f"{given} {parts[2][0]}".strip()
     if rules.name_style == "family_comma_given" and "," in family and not given:
         family, _, rest = family.partition(",")
         family, given = family.strip(), rest.strip()

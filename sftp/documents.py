@@ -47,14 +47,18 @@ class DocumentRefused(Exception):
     def __init__(self, reason: str, problems: list[Problem] | None = None) -> None:
         self.reason = reason
         self.problems = problems or []
-        super().__init__(reason + ("" if not self.problems else ": " + "; ".join(map(str, self.problems[:5]))))
+        super().__init__(
+            reason + ("" if not self.problems else ": " + "; ".join(map(str, self.problems[:5])))
+        )
 
 
 def safe_parser(**extra: object) -> etree.XMLParser:
     return etree.XMLParser(**SAFE_OPTIONS, **extra)
 
 
-def parse_safe(data: bytes, max_bytes: int = MAX_BYTES, max_depth: int = MAX_DEPTH) -> etree._ElementTree:
+def parse_safe(
+    data: bytes, max_bytes: int = MAX_BYTES, max_depth: int = MAX_DEPTH
+) -> etree._ElementTree:
     """Parse untrusted XML bytes with the hardened parser; raise DocumentRefused on anything odd."""
     if not isinstance(data, bytes):
         raise DocumentRefused("document must be bytes")
@@ -66,13 +70,21 @@ def parse_safe(data: bytes, max_bytes: int = MAX_BYTES, max_depth: int = MAX_DEP
         root = etree.fromstring(data, safe_parser())
     except etree.XMLSyntaxError as e:
         line = e.lineno if isinstance(e.lineno, int) else None
-        raise DocumentRefused("not well-formed XML", [Problem(line, e.msg or "syntax error")]) from None
+        raise DocumentRefused(
+            "not well-formed XML", [Problem(line, e.msg or "syntax error")]
+        ) from None
     tree = root.getroottree()
     # Belt and braces: the byte scan can be dodged with another encoding; the parse cannot.
-    if tree.docinfo.doctype or tree.docinfo.internalDTD is not None or tree.docinfo.externalDTD is not None:
+    if (
+        tree.docinfo.doctype
+        or tree.docinfo.internalDTD is not None
+        or tree.docinfo.externalDTD is not None
+    ):
         raise DocumentRefused("DOCTYPE declarations are not allowed")
     for node in root.iter(etree.Entity):
-        raise DocumentRefused("entity references are not allowed", [Problem(node.sourceline, "entity reference")])
+        raise DocumentRefused(
+            "entity references are not allowed", [Problem(node.sourceline, "entity reference")]
+        )
     _check_depth(root, max_depth)
     return tree
 
@@ -82,7 +94,9 @@ def _check_depth(root: etree._Element, max_depth: int) -> None:
     while stack:
         node, depth = stack.pop()
         if depth > max_depth:
-            raise DocumentRefused(f"elements nested deeper than {max_depth}", [Problem(node.sourceline, "too deep")])
+            raise DocumentRefused(
+                f"elements nested deeper than {max_depth}", [Problem(node.sourceline, "too deep")]
+            )
         stack.extend((child, depth + 1) for child in node)
 
 

@@ -89,7 +89,10 @@ def seal(
     )
     if not result.ok or result.returncode != 0 or not result.data:
         detail = result.status_detail or ""
-        raise SealError(f"gpg could not encrypt and sign: {result.status or 'failed'}" + (f" ({detail})" if detail else ""))
+        raise SealError(
+            f"gpg could not encrypt and sign: {result.status or 'failed'}"
+            + (f" ({detail})" if detail else "")
+        )
     return bytes(result.data)
 
 
@@ -131,7 +134,9 @@ def open_envelope(
         # not a signature problem. Every other entry is.
         problems = [p for p in result.problems if p.get("status") != "no secret key"]
         if problems:
-            raise Refused(f"signature not acceptable: {problems[0].get('status', 'problem')}", signer)
+            raise Refused(
+                f"signature not acceptable: {problems[0].get('status', 'problem')}", signer
+            )
         if not signer:
             raise Refused("not signed")
         if not result.valid:

@@ -89,7 +89,12 @@ def temp_name(final: str) -> str:
 
 def is_in_flight(name: str) -> bool:
     """An upload still under its temporary name (ours or the partner's): skipped, not refused."""
-    return name.startswith(".") and name.endswith(TEMP_SUFFIX) and "/" not in name and ".." not in name[1:]
+    return (
+        name.startswith(".")
+        and name.endswith(TEMP_SUFFIX)
+        and "/" not in name
+        and ".." not in name[1:]
+    )
 
 
 def shown(name: str) -> str:

@@ -81,7 +81,9 @@ class Drop(Protocol):
     def exists(self, folder: str) -> bool: ...
 
 
-def stable_files(drop: Drop, folder: str, stable_seconds: int, sleep: Callable[[float], None] = time.sleep) -> list[Listed]:
+def stable_files(
+    drop: Drop, folder: str, stable_seconds: int, sleep: Callable[[float], None] = time.sleep
+) -> list[Listed]:
     """Files whose size and mtime stayed the same over ``stable_seconds`` (one wait per call)."""
     first = drop.listing(folder)
     if stable_seconds <= 0 or not first:
@@ -135,13 +137,17 @@ class LocalDrop:
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
         except OSError as e:
-            raise TransportError(f"cannot open {naming.shown(name)} in {folder}: {e.strerror}") from None
+            raise TransportError(
+                f"cannot open {naming.shown(name)} in {folder}: {e.strerror}"
+            ) from None
         with os.fdopen(fd, "rb") as f:
             if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
                 raise TransportError(f"{naming.shown(name)} in {folder} is not a regular file")
             data = f.read(max_bytes + 1)
         if len(data) > max_bytes:
-            raise TransportError(f"{naming.shown(name)} in {folder} is larger than {max_bytes} bytes")
+            raise TransportError(
+                f"{naming.shown(name)} in {folder} is larger than {max_bytes} bytes"
+            )
         return data
 
     def publish(self, folder: str, name: str, data: bytes) -> None:
@@ -174,7 +180,9 @@ class LocalDrop:
                 continue
             os.unlink(source)
             return candidate
-        raise TransportError(f"cannot move {naming.shown(name)}: too many files of that name in {to_folder}")
+        raise TransportError(
+            f"cannot move {naming.shown(name)}: too many files of that name in {to_folder}"
+        )
 
     def delete(self, folder: str, name: str) -> None:
         (self._dir(folder) / naming.check_safe(name)).unlink()
@@ -216,7 +224,9 @@ class PinnedHostKey(paramiko.RejectPolicy):
         self.fingerprint = fingerprint
         self.seen: str | None = None
 
-    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+    def missing_host_key(
+        self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
+    ) -> None:
         self.seen = f"{key.get_name()} {fingerprint_of(key)}"
         if key.get_name() in self.key_names and fingerprint_of(key) == self.fingerprint:
             return  # accepted for this connection only; the host-key store is not touched
@@ -270,8 +280,18 @@ class SftpDrop:
                     pass
         self.sftp = self.client = None
 
+    def _private_key(self) -> paramiko.PKey:
+        ep = self.endpoint
+        try:
+            return paramiko.PKey.from_path(ep.private_key, ep.private_key_passphrase)
+        except (OSError, paramiko.SSHException, ValueError) as e:
+            raise TransportError(
+                f"cannot load the SSH private key {ep.private_key}: {type(e).__name__}: {e}"
+            ) from None
+
     def _connect(self) -> paramiko.SFTPClient:
         ep = self.endpoint
+        pkey = self._private_key()  # a key-file problem is configuration: never retried
         client = paramiko.SSHClient()
         client.set_missing_host_key_policy(PinnedHostKey(ep.host_key_type, ep.host_key_fingerprint))
         allowed = set(HOST_KEY_ALGORITHMS[ep.host_key_type])
@@ -282,8 +302,7 @@ class SftpDrop:
                 ep.host,
                 port=ep.port,
                 username=ep.username,
-                key_filename=str(ep.private_key),
-                passphrase=ep.private_key_passphrase,
+                pkey=pkey,
                 allow_agent=False,
                 look_for_keys=False,
                 timeout=ep.timeout,
@@ -307,7 +326,12 @@ class SftpDrop:
         self.client, self.sftp = client, sftp
         return sftp
 
-    def _retrying(self, what: str, op: Callable[[], T] | Callable[[paramiko.SFTPClient], T], needs_sftp: bool = False) -> T:
+    def _retrying(
+        self,
+        what: str,
+        op: Callable[[], T] | Callable[[paramiko.SFTPClient], T],
+        needs_sftp: bool = False,
+    ) -> T:
         ep = self.endpoint
         attempt = 0
         while True:
@@ -318,7 +342,9 @@ class SftpDrop:
                 self.close()
                 if isinstance(e, HostKeyRefused):
                     raise
-                raise TransportError(f"SFTP {what} on {ep.host}:{ep.port}: authentication refused ({type(e).__name__})") from None
+                raise TransportError(
+                    f"SFTP {what} on {ep.host}:{ep.port}: authentication refused ({type(e).__name__})"
+                ) from None
             except TransportError:
                 raise
             except FileNotFoundError:
@@ -327,7 +353,9 @@ class SftpDrop:
                 if isinstance(e, _TRANSIENT) or e.errno in _NETWORK_ERRNOS:
                     error: BaseException = e
                 else:
-                    raise TransportError(f"SFTP {what} on {ep.host}:{ep.port}: {type(e).__name__}: {e}") from None
+                    raise TransportError(
+                        f"SFTP {what} on {ep.host}:{ep.port}: {type(e).__name__}: {e}"
+                    ) from None
             except _TRANSIENT as e:
                 error = e
             self.close()
@@ -358,7 +386,9 @@ class SftpDrop:
             out = []
             for attr in sftp.listdir_attr(folder):
                 if attr.st_mode is not None and stat.S_ISREG(attr.st_mode):
-                    out.append(Listed(attr.filename, int(attr.st_size or 0), int(attr.st_mtime or 0)))
+                    out.append(
+                        Listed(attr.filename, int(attr.st_size or 0), int(attr.st_mtime or 0))
+                    )
             return sorted(out, key=lambda f: f.name)
 
         return self._op(f"list {folder}", op)
@@ -371,14 +401,18 @@ class SftpDrop:
             if attr.st_mode is None or not stat.S_ISREG(attr.st_mode):
                 raise TransportError(f"{naming.shown(name)} in {folder} is not a regular file")
             if (attr.st_size or 0) > max_bytes:
-                raise TransportError(f"{naming.shown(name)} in {folder} is larger than {max_bytes} bytes")
+                raise TransportError(
+                    f"{naming.shown(name)} in {folder} is larger than {max_bytes} bytes"
+                )
             buf = io.BytesIO()
             sftp.getfo(path, buf)
             return buf.getvalue()
 
         data = self._op(f"read {path}", op)
         if len(data) > max_bytes:
-            raise TransportError(f"{naming.shown(name)} in {folder} grew past {max_bytes} bytes while read")
+            raise TransportError(
+                f"{naming.shown(name)} in {folder} grew past {max_bytes} bytes while read"
+            )
         return data
 
     def publish(self, folder: str, name: str, data: bytes) -> None:
@@ -386,7 +420,9 @@ class SftpDrop:
         temp = f"{folder}/{naming.temp_name(name)}"
 
         def op(sftp: paramiko.SFTPClient) -> None:
-            sftp.putfo(io.BytesIO(data), temp, file_size=len(data), confirm=self.endpoint.confirm_upload)
+            sftp.putfo(
+                io.BytesIO(data), temp, file_size=len(data), confirm=self.endpoint.confirm_upload
+            )
             try:
                 sftp.posix_rename(temp, final)
                 return
@@ -400,7 +436,9 @@ class SftpDrop:
             if existing.st_size == len(data):
                 sftp.remove(temp)  # the same content (names are never reused) is already there
                 return
-            raise TransportError(f"{final} exists with other content and the server cannot rename over it")
+            raise TransportError(
+                f"{final} exists with other content and the server cannot rename over it"
+            )
 
         self._op(f"publish {final}", op)
 
@@ -417,7 +455,9 @@ class SftpDrop:
                     pass
                 sftp.rename(source, target)  # plain rename: refuses to overwrite
                 return candidate
-            raise TransportError(f"cannot move {naming.shown(name)}: too many files of that name in {to_folder}")
+            raise TransportError(
+                f"cannot move {naming.shown(name)}: too many files of that name in {to_folder}"
+            )
 
         return self._op(f"move {source}", op)
 

@@ -21,7 +21,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ccm_connector.exchange_documents import Change, Draft, Entry, ProposedCode, Return, build_return
+from ccm_connector.exchange_documents import (
+    Change,
+    Draft,
+    Entry,
+    ProposedCode,
+    Return,
+    build_return,
+)
 from ccm_connector.instance import with_values
 from ccm_connector.store import open_store, transaction
 
@@ -50,7 +57,10 @@ def seed_store(db: Path, day: dt.date | None = None) -> dict[str, str]:
                 "INSERT INTO patient (mrn, family, given, birth_date, sex, mbi) VALUES (?, ?, ?, ?, 'M', ?)",
                 (MRN, FAMILY, GIVEN, BIRTH.isoformat(), MBI),
             )
-            conn.execute("INSERT INTO mrn_merge (retired_mrn, surviving_mrn) VALUES (?, ?)", (RETIRED_MRN, MRN))
+            conn.execute(
+                "INSERT INTO mrn_merge (retired_mrn, surviving_mrn) VALUES (?, ?)",
+                (RETIRED_MRN, MRN),
+            )
             conn.execute(
                 "INSERT INTO consent (mrn, program, date, practitioner_npi, status, document_id)"
                 " VALUES (?, 'ccm', ?, '1234567893', 'given', 'CONS-1')",
@@ -69,22 +79,61 @@ def seed_store(db: Path, day: dt.date | None = None) -> dict[str, str]:
                 " VALUES ('MRN555', 'ccm', '2020-02-01', '1234567893', 'withdrawn', 'CONS-3')"
             )
             for code in ("E11.9", "I10"):
-                conn.execute("INSERT INTO problem (mrn, code, system, status) VALUES (?, ?, 'I10', 'active')", (MRN, code))
+                conn.execute(
+                    "INSERT INTO problem (mrn, code, system, status) VALUES (?, ?, 'I10', 'active')",
+                    (MRN, code),
+                )
             conn.execute(
                 "INSERT INTO care_plan (document_id, mrn, date, elements) VALUES ('CP-1', ?, ?, ?)",
-                (MRN, (day.replace(day=1) - dt.timedelta(days=20)).isoformat(), json.dumps(["Goals", "Medications"])),
+                (
+                    MRN,
+                    (day.replace(day=1) - dt.timedelta(days=20)).isoformat(),
+                    json.dumps(["Goals", "Medications"]),
+                ),
             )
             rows = [
-                ("TP-1", MRN, "RN7", start, 15, "phone_call", f"Called {GIVEN} {FAMILY} (DOB {BIRTH:%m/%d/%Y}, {MRN}) about glucose"),
-                ("TP-2", RETIRED_MRN, "MA3", start + dt.timedelta(hours=2), 10, "med_reconciliation", "Reconciled medications"),
-                ("TP-3", MRN, "OFF1", start + dt.timedelta(hours=3), 30, "documentation", "Offshore account note"),
+                (
+                    "TP-1",
+                    MRN,
+                    "RN7",
+                    start,
+                    15,
+                    "phone_call",
+                    f"Called {GIVEN} {FAMILY} (DOB {BIRTH:%m/%d/%Y}, {MRN}) about glucose",
+                ),
+                (
+                    "TP-2",
+                    RETIRED_MRN,
+                    "MA3",
+                    start + dt.timedelta(hours=2),
+                    10,
+                    "med_reconciliation",
+                    "Reconciled medications",
+                ),
+                (
+                    "TP-3",
+                    MRN,
+                    "OFF1",
+                    start + dt.timedelta(hours=3),
+                    30,
+                    "documentation",
+                    "Offshore account note",
+                ),
                 ("TP-X", "MRN555", "RN7", start, 5, "phone_call", "Wanda Withdrawn call"),
             ]
             for tp_id, mrn, staff, when, minutes, activity, summary in rows:
                 conn.execute(
                     "INSERT INTO touchpoint (id, mrn, staff_id, start_utc, start_offset, minutes, activity, summary)"
                     " VALUES (?, ?, ?, ?, -360, ?, ?, ?)",
-                    (tp_id, mrn, staff, when.isoformat().replace("+00:00", "Z"), minutes, activity, summary),
+                    (
+                        tp_id,
+                        mrn,
+                        staff,
+                        when.isoformat().replace("+00:00", "Z"),
+                        minutes,
+                        activity,
+                        summary,
+                    ),
                 )
     finally:
         conn.close()
@@ -98,7 +147,13 @@ def add_touchpoint(db: Path, tp_id: str, minutes: int = 5, staff: str = "RN7") -
             conn.execute(
                 "INSERT INTO touchpoint (id, mrn, staff_id, start_utc, start_offset, minutes, activity, summary)"
                 " VALUES (?, ?, ?, ?, 0, ?, 'phone_call', 'follow-up call')",
-                (tp_id, MRN, staff, dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"), minutes),
+                (
+                    tp_id,
+                    MRN,
+                    staff,
+                    dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+                    minutes,
+                ),
             )
     finally:
         conn.close()
@@ -123,7 +178,16 @@ def a_return(
             answers=(batch,),
             prepared_by=("OFF1",),
             entries=tuple(
-                Entry(eid, pseudonym, ("TP-1",), "RN7", today, 15, "phone_call", "RN called the patient about glucose.")
+                Entry(
+                    eid,
+                    pseudonym,
+                    ("TP-1",),
+                    "RN7",
+                    today,
+                    15,
+                    "phone_call",
+                    "RN called the patient about glucose.",
+                )
                 for eid in entry_ids
             ),
             drafts=(Draft(pseudonym, "CP-1", (Change("Goals", "revise", "A1c below 7.5"),)),),
@@ -135,7 +199,9 @@ def a_return(
 # --- plain gpg -----------------------------------------------------------------------------------
 
 
-def gpg_cli(home: Path, *args: str, data: bytes = b"", check: bool = True) -> subprocess.CompletedProcess:
+def gpg_cli(
+    home: Path, *args: str, data: bytes = b"", check: bool = True
+) -> subprocess.CompletedProcess:
     """The plain `gpg` command line (not python-gnupg), batch mode, status on stdout when asked."""
     result = subprocess.run(
         ["gpg", "--homedir", str(home), "--batch", "--yes", "--no-tty", *args],
@@ -145,7 +211,9 @@ def gpg_cli(home: Path, *args: str, data: bytes = b"", check: bool = True) -> su
         check=False,
     )
     if check and result.returncode != 0:
-        raise AssertionError(f"gpg {' '.join(args)} failed: {result.stderr.decode(errors='replace')}")
+        raise AssertionError(
+            f"gpg {' '.join(args)} failed: {result.stderr.decode(errors='replace')}"
+        )
     return result
 
 
@@ -181,7 +249,13 @@ def _keygen(path: Path, comment: str) -> str:
         capture_output=True,
         timeout=30,
     )
-    out = subprocess.run(["ssh-keygen", "-lf", str(path) + ".pub"], check=True, capture_output=True, text=True, timeout=30)
+    out = subprocess.run(
+        ["ssh-keygen", "-lf", str(path) + ".pub"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     return out.stdout.split()[1]
 
 
@@ -222,12 +296,16 @@ def running_sshd(folder: Path) -> Iterator[Sshd]:
         )
     )
     log = open(folder / "sshd.log", "wb")  # noqa: SIM115 - closed at teardown
-    proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [SSHD, "-D", "-e", "-f", str(config)], stdout=log, stderr=subprocess.STDOUT
+    )
     try:
         deadline = time.monotonic() + 15
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"sshd exited with {proc.returncode}: {(folder / 'sshd.log').read_text()}")
+                raise RuntimeError(
+                    f"sshd exited with {proc.returncode}: {(folder / 'sshd.log').read_text()}"
+                )
             try:
                 with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
                     s.settimeout(2)
@@ -238,7 +316,15 @@ def running_sshd(folder: Path) -> Iterator[Sshd]:
             if time.monotonic() > deadline:
                 raise RuntimeError("sshd did not start listening within 15 s")
             time.sleep(0.05)
-        yield Sshd("127.0.0.1", port, getpass.getuser(), folder / "user_ed25519", "ssh-ed25519", host_fpr, other_fpr)
+        yield Sshd(
+            "127.0.0.1",
+            port,
+            getpass.getuser(),
+            folder / "user_ed25519",
+            "ssh-ed25519",
+            host_fpr,
+            other_fpr,
+        )
     finally:
         proc.terminate()
         try:
@@ -249,7 +335,9 @@ def running_sshd(folder: Path) -> Iterator[Sshd]:
         log.close()
 
 
-def sftp_values(server: Sshd, root: Path, fingerprint: str | None = None) -> dict[tuple[str, str], str]:
+def sftp_values(
+    server: Sshd, root: Path, fingerprint: str | None = None
+) -> dict[tuple[str, str], str]:
     """TOML values that point a connector.toml or offshore.toml at the test sshd."""
     return {
         ("drop", "kind"): '"sftp"',

@@ -1,6 +1,6 @@
 -- Exchange with the offshore team: work queues sent, returns received, and what the returns hold
 -- (ready for reconciliation; nothing here is reconciled). Idempotency keys: the sealed file's
--- content hash (both ways), the return id, the return entry ids.
+-- content hash (both ways) and the return id; entry ids are checked by reconciliation.
 
 CREATE TABLE queue_batch (
     id             TEXT PRIMARY KEY,          -- '<practice>-<sequence, 6 digits>'
@@ -49,8 +49,10 @@ CREATE TABLE return_file (
 );
 
 -- Activity-log entries as the offshore team wrote them; reconciliation compares them with touchpoints.
+-- An entry id seen again in a later return is stored as sent; reconciliation flags it
+-- (DUPLICATE_ENTRY in spec/findings.md) instead of the whole return being refused.
 CREATE TABLE return_entry (
-    entry_id        TEXT PRIMARY KEY,         -- the team's entry id; used once, ever
+    entry_id        TEXT NOT NULL,            -- the team's entry id
     return_file_id  INTEGER NOT NULL REFERENCES return_file (id),
     pseudonym       TEXT NOT NULL,
     mrn             TEXT,                     -- resolved from the pseudonym; NULL if unknown
@@ -59,8 +61,10 @@ CREATE TABLE return_entry (
     date            TEXT NOT NULL,
     minutes         INTEGER NOT NULL CHECK (minutes > 0),
     activity        TEXT NOT NULL,
-    description     TEXT NOT NULL
+    description     TEXT NOT NULL,
+    PRIMARY KEY (return_file_id, entry_id)
 );
+CREATE INDEX return_entry_id ON return_entry (entry_id);
 CREATE INDEX return_entry_mrn ON return_entry (mrn, date);
 
 CREATE TABLE care_plan_draft (

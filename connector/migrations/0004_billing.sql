@@ -42,6 +42,7 @@ CREATE TABLE billing_release (
     voided_at    TEXT
 );
 CREATE UNIQUE INDEX billing_release_once ON billing_release (mrn, month) WHERE status = 'released';
+CREATE INDEX billing_release_month ON billing_release (mrn, month);
 
 CREATE TABLE billing_line (
     release_id      INTEGER NOT NULL REFERENCES billing_release (id),
@@ -68,3 +69,4 @@ CREATE TABLE outbound (
     sent_at       TEXT
 );
 CREATE INDEX outbound_status ON outbound (status, kind);
+CREATE INDEX outbound_subject ON outbound (kind, subject);

@@ -7,11 +7,10 @@ from datetime import date
 from typing import Any
 
 import pytest
-
 from ccm_connector.facts import (
     Decision,
-    Finding,
     FactsError,
+    Finding,
     Line,
     Policy,
     facts_from_json,
@@ -35,7 +34,12 @@ def valid() -> dict[str, Any]:
         "billing_practitioner": NPI,
         "complex_mdm": False,
         "consent": {"date": "2026-03-01", "practitioner": NPI},
-        "initiating_visit": {"date": "2026-02-10", "code": "99214", "practitioner": NPI, "ccm_discussed": True},
+        "initiating_visit": {
+            "date": "2026-02-10",
+            "code": "99214",
+            "practitioner": NPI,
+            "ccm_discussed": True,
+        },
         "care_plan": {
             "date": "2026-03-01",
             "reviewed": "2026-10-15",
@@ -47,7 +51,13 @@ def valid() -> dict[str, Any]:
             "DR1": {"role": "practitioner", "npi": NPI, "location": "US"},
         },
         "time": [
-            {"id": "tp-1", "date": "2026-11-03", "minutes": 12, "staff": "RN7", "counted_for": None},
+            {
+                "id": "tp-1",
+                "date": "2026-11-03",
+                "minutes": 12,
+                "staff": "RN7",
+                "counted_for": None,
+            },
             {"id": "tp-2", "date": "2026-11-04", "minutes": 8, "staff": "RN7", "counted_for": None},
             {"id": "tp-3", "date": "2026-11-05", "minutes": 5, "staff": "DR1", "counted_for": None},
         ],
@@ -88,21 +98,45 @@ INVALID = [
     (("time", 1, "minutes"), DELETE, "facts.time[1].minutes: is required"),
     (("time", 0, "id"), DELETE, "facts.time[0].id: is required"),
     (("inpatient_stays", 0, "from"), DELETE, "facts.inpatient_stays[0].from: is required"),
-    (("other_services", 0, "practitioner"), DELETE, "facts.other_services[0].practitioner: is required"),
+    (
+        ("other_services", 0, "practitioner"),
+        DELETE,
+        "facts.other_services[0].practitioner: is required",
+    ),
     # wrong types
     (("patient",), "MRN-1", 'facts.patient: must be an object, got "MRN-1"'),
     (("patient", "id"), 1001, "facts.patient.id: must be a non-empty string, got 1001"),
     (("patient", "id"), " ", 'facts.patient.id: must be a non-empty string, got " "'),
-    (("patient", "chronic_conditions"), "E11.9", 'facts.patient.chronic_conditions: must be an array, got "E11.9"'),
-    (("patient", "chronic_conditions", 1), 10, "facts.patient.chronic_conditions[1]: must be a non-empty string, got 10"),
+    (
+        ("patient", "chronic_conditions"),
+        "E11.9",
+        'facts.patient.chronic_conditions: must be an array, got "E11.9"',
+    ),
+    (
+        ("patient", "chronic_conditions", 1),
+        10,
+        "facts.patient.chronic_conditions[1]: must be a non-empty string, got 10",
+    ),
     (("patient", "qmb"), "no", 'facts.patient.qmb: must be true or false, got "no"'),
     (("complex_mdm",), 1, "facts.complex_mdm: must be true or false, got 1"),
-    (("billing_practitioner",), 1234567893, "facts.billing_practitioner: must be a non-empty string, got 1234567893"),
-    (("initiating_visit", "ccm_discussed"), "yes", 'facts.initiating_visit.ccm_discussed: must be true or false, got "yes"'),
+    (
+        ("billing_practitioner",),
+        1234567893,
+        "facts.billing_practitioner: must be a non-empty string, got 1234567893",
+    ),
+    (
+        ("initiating_visit", "ccm_discussed"),
+        "yes",
+        'facts.initiating_visit.ccm_discussed: must be true or false, got "yes"',
+    ),
     (("staff",), [], "facts.staff: must be an object, got []"),
     (("time",), {}, "facts.time: must be an array, got {}"),
     (("time", 2), "tp-3", 'facts.time[2]: must be an object, got "tp-3"'),
-    (("staff", "RN7", "excluded"), "false", 'facts.staff.RN7.excluded: must be true or false, got "false"'),
+    (
+        ("staff", "RN7", "excluded"),
+        "false",
+        'facts.staff.RN7.excluded: must be true or false, got "false"',
+    ),
     (("consent",), "2026-03-01", 'facts.consent: must be an object, got "2026-03-01"'),
     # minutes not a positive integer
     (("time", 2, "minutes"), -5, "facts.time[2].minutes: must be a positive integer, got -5"),
@@ -112,35 +146,87 @@ INVALID = [
     (("time", 0, "minutes"), "12", 'facts.time[0].minutes: must be a positive integer, got "12"'),
     (("time", 0, "minutes"), True, "facts.time[0].minutes: must be a positive integer, got true"),
     # bad dates and months
-    (("time", 1, "date"), "2026-02-30", 'facts.time[1].date: must be a date YYYY-MM-DD, got "2026-02-30"'),
-    (("time", 1, "date"), "2026-11-3", 'facts.time[1].date: must be a date YYYY-MM-DD, got "2026-11-3"'),
-    (("time", 1, "date"), "20261103", 'facts.time[1].date: must be a date YYYY-MM-DD, got "20261103"'),
-    (("consent", "date"), "03/01/2026", 'facts.consent.date: must be a date YYYY-MM-DD, got "03/01/2026"'),
-    (("patient", "died_on"), 20261110, "facts.patient.died_on: must be a date YYYY-MM-DD, got 20261110"),
-    (("care_plan", "reviewed"), "2026-10-15T10:00", 'facts.care_plan.reviewed: must be a date YYYY-MM-DD, got "2026-10-15T10:00"'),
+    (
+        ("time", 1, "date"),
+        "2026-02-30",
+        'facts.time[1].date: must be a date YYYY-MM-DD, got "2026-02-30"',
+    ),
+    (
+        ("time", 1, "date"),
+        "2026-11-3",
+        'facts.time[1].date: must be a date YYYY-MM-DD, got "2026-11-3"',
+    ),
+    (
+        ("time", 1, "date"),
+        "20261103",
+        'facts.time[1].date: must be a date YYYY-MM-DD, got "20261103"',
+    ),
+    (
+        ("consent", "date"),
+        "03/01/2026",
+        'facts.consent.date: must be a date YYYY-MM-DD, got "03/01/2026"',
+    ),
+    (
+        ("patient", "died_on"),
+        20261110,
+        "facts.patient.died_on: must be a date YYYY-MM-DD, got 20261110",
+    ),
+    (
+        ("care_plan", "reviewed"),
+        "2026-10-15T10:00",
+        'facts.care_plan.reviewed: must be a date YYYY-MM-DD, got "2026-10-15T10:00"',
+    ),
     (("month",), "2026-13", 'facts.month: must be a month YYYY-MM, got "2026-13"'),
     (("month",), "2026-11-01", 'facts.month: must be a month YYYY-MM, got "2026-11-01"'),
     (("month",), 202611, "facts.month: must be a month YYYY-MM, got 202611"),
-    (("inpatient_stays", 0, "to"), "2026-11-01", 'facts.inpatient_stays[0].to: must not be before from (2026-11-05), got "2026-11-01"'),
+    (
+        ("inpatient_stays", 0, "to"),
+        "2026-11-01",
+        'facts.inpatient_stays[0].to: must not be before from (2026-11-05), got "2026-11-01"',
+    ),
     # unknown enum values
     (("program",), "bhi", 'facts.program: must be one of ccm, pcm, apcm, got "bhi"'),
-    (("setting",), "hospital", 'facts.setting: must be one of physician, fqhc, rhc, got "hospital"'),
-    (("staff", "RN7", "role"), "nurse", 'facts.staff.RN7.role: must be one of clinical, practitioner, non_clinical, got "nurse"'),
-    (("policy", "practitioner_time"), "max", 'facts.policy.practitioner_time: must be one of pool, physician_codes, maximize, got "max"'),
-    (("policy", "date_of_service"), "first", 'facts.policy.date_of_service: must be one of month_end, threshold_met, got "first"'),
+    (
+        ("setting",),
+        "hospital",
+        'facts.setting: must be one of physician, fqhc, rhc, got "hospital"',
+    ),
+    (
+        ("staff", "RN7", "role"),
+        "nurse",
+        'facts.staff.RN7.role: must be one of clinical, practitioner, non_clinical, got "nurse"',
+    ),
+    (
+        ("policy", "practitioner_time"),
+        "max",
+        'facts.policy.practitioner_time: must be one of pool, physician_codes, maximize, got "max"',
+    ),
+    (
+        ("policy", "date_of_service"),
+        "first",
+        'facts.policy.date_of_service: must be one of month_end, threshold_met, got "first"',
+    ),
     (
         ("care_plan", "elements", 1),
         "caregiver",
         "facts.care_plan.elements[1]: must be one of problems, outcomes, goals, symptoms, interventions, "
         'medications, community_services, coordination, review_schedule, got "caregiver"',
     ),
-    (("staff", "RN7", "location"), "USA", 'facts.staff.RN7.location: must be a two-letter ISO country code, got "USA"'),
+    (
+        ("staff", "RN7", "location"),
+        "USA",
+        'facts.staff.RN7.location: must be a two-letter ISO country code, got "USA"',
+    ),
     # ids
     (("time", 2, "id"), "tp-1", 'facts.time[2].id: duplicate entry id "tp-1" (also at index 0)'),
 ]
 
 
-@pytest.mark.parametrize(("path", "value", "message"), INVALID, ids=[m.split(":")[0] + f"#{i}" for i, (_, _, m) in enumerate(INVALID)])
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    INVALID,
+    ids=[m.split(":")[0] + f"#{i}" for i, (_, _, m) in enumerate(INVALID)],
+)
 def test_invalid_input_names_its_path(path: tuple[Any, ...], value: Any, message: str) -> None:
     with pytest.raises(FactsError) as raised:
         facts_from_json(changed(path, value))
@@ -178,12 +264,21 @@ def test_valid_facts_are_read() -> None:
 
 def test_only_required_fields_give_the_defaults() -> None:
     facts = facts_from_json(
-        {"patient": {"id": "p", "chronic_conditions": []}, "month": "2024-02", "billing_practitioner": NPI}
+        {
+            "patient": {"id": "p", "chronic_conditions": []},
+            "month": "2024-02",
+            "billing_practitioner": NPI,
+        }
     )
     assert (facts.program, facts.setting, facts.complex_mdm) == ("ccm", "physician", False)
     assert facts.policy == Policy(practitioner_time="maximize", date_of_service="month_end")
     assert (facts.consent, facts.initiating_visit, facts.care_plan) == (None, None, None)
-    assert (facts.staff, facts.time, facts.inpatient_stays, facts.other_services) == ({}, (), (), ())
+    assert (facts.staff, facts.time, facts.inpatient_stays, facts.other_services) == (
+        {},
+        (),
+        (),
+        (),
+    )
     assert facts.last_day == date(2024, 2, 29)
 
 
@@ -196,7 +291,9 @@ def test_null_optional_fields_mean_their_default_and_unknown_keys_are_ignored() 
 
 
 def test_lower_case_location_is_normalised() -> None:
-    assert facts_from_json(changed(("staff", "RN7", "location"), "pr")).staff["RN7"].location == "PR"
+    assert (
+        facts_from_json(changed(("staff", "RN7", "location"), "pr")).staff["RN7"].location == "PR"
+    )
 
 
 def test_duplicate_conditions_count_once() -> None:
@@ -214,19 +311,37 @@ def test_decision_json_has_the_spec_shape_and_key_order() -> None:
         countable_minutes=45,
         excluded_minutes=10,
         findings=(
-            Finding("OFFSHORE_PERFORMER", "performed by staff located outside the United States", "tp-91", 10),
+            Finding(
+                "OFFSHORE_PERFORMER",
+                "performed by staff located outside the United States",
+                "tp-91",
+                10,
+            ),
             Finding("TCM_SAME_MONTH", "TCM billed this month"),
         ),
         rules="cms-2026",
     )
     out = decision.to_json()
-    assert list(out) == ["patient", "month", "program", "billable", "lines", "minutes", "findings", "rules"]
+    assert list(out) == [
+        "patient",
+        "month",
+        "program",
+        "billable",
+        "lines",
+        "minutes",
+        "findings",
+        "rules",
+    ]
     assert out["lines"][0] == {"code": "99490", "units": 1, "date_of_service": "2026-11-30"}
     assert out["minutes"] == {"countable": 45, "excluded": 10}
     assert list(out["findings"][0]) == ["code", "severity", "entry", "minutes", "message"]
     assert out["findings"][0]["severity"] == "exclude"
     # Keys that do not apply are omitted, not null.
-    assert out["findings"][1] == {"code": "TCM_SAME_MONTH", "severity": "info", "message": "TCM billed this month"}
+    assert out["findings"][1] == {
+        "code": "TCM_SAME_MONTH",
+        "severity": "info",
+        "message": "TCM billed this month",
+    }
 
 
 def test_unknown_finding_codes_are_refused() -> None:

@@ -20,7 +20,6 @@ from datetime import date
 from typing import Any
 
 import pytest
-
 from ccm_connector.facts import CARE_PLAN_ELEMENTS, Decision, facts_from_json
 from ccm_connector.rules import (
     RuleSetError,
@@ -53,7 +52,9 @@ def shifted(month: str, months: int) -> str:
     return f"{year:04d}-{month0 + 1:02d}"
 
 
-def cs(minutes: int, day: int = 3, staff: str = "RN7", counted_for: str | None = None) -> dict[str, Any]:
+def cs(
+    minutes: int, day: int = 3, staff: str = "RN7", counted_for: str | None = None
+) -> dict[str, Any]:
     """A time entry dated `day` of the service month (or a full date string)."""
     return {"minutes": minutes, "staff": staff, "day": day, "counted_for": counted_for}
 
@@ -144,7 +145,9 @@ CASES = [
     Case("T8", facts(cs(89), complex_mdm=True), [("99487", 1)]),
     Case("T9", facts(cs(90), complex_mdm=True), [("99487", 1), ("99489", 1)]),
     Case("T10", facts(cs(150), complex_mdm=True), [("99487", 1), ("99489", 3)]),
-    Case("T11", facts(cs(55), complex_mdm=True), [("99490", 1), ("99439", 1)], {"COMPLEX_BELOW_60"}),
+    Case(
+        "T11", facts(cs(55), complex_mdm=True), [("99490", 1), ("99439", 1)], {"COMPLEX_BELOW_60"}
+    ),
     # --- the billing practitioner's own time ---
     Case("T12", facts(md(30), policy=physician_codes()), [("99491", 1)]),
     Case("T12-maximize", facts(md(30), policy={"practitioner_time": "maximize"}), [("99491", 1)]),
@@ -155,7 +158,11 @@ CASES = [
     Case("T15-maximize", facts(md(25)), [("99490", 1)]),
     # T16: 2025 fees: 99490 + 99439 = $106.42 beats 99491 = $82.16; the default is maximize.
     Case("T16", facts(md(30), cs(25)), [("99490", 1), ("99439", 1)], absent={"UNBILLED_MINUTES"}),
-    Case("T16-pool", facts(md(30), cs(25), policy={"practitioner_time": "pool"}), [("99490", 1), ("99439", 1)]),
+    Case(
+        "T16-pool",
+        facts(md(30), cs(25), policy={"practitioner_time": "pool"}),
+        [("99490", 1), ("99439", 1)],
+    ),
     Case(
         "T16-physician_codes",
         facts(md(30), cs(25), policy=physician_codes()),
@@ -166,7 +173,9 @@ CASES = [
     # --- one claim per month, exclusivity (§2) ---
     Case("T17", facts(cs(25), services=(svc("99490", OTHER),)), [], {"ALREADY_BILLED"}),
     Case("T18", facts(cs(25), services=(svc("99426"),)), [], {"EXCLUSIVE_SERVICE"}),
-    Case("T18-pcm", facts(cs(35), program="pcm", services=(svc("99490"),)), [], {"EXCLUSIVE_SERVICE"}),
+    Case(
+        "T18-pcm", facts(cs(35), program="pcm", services=(svc("99490"),)), [], {"EXCLUSIVE_SERVICE"}
+    ),
     Case(
         "T19-specialist-pcm",
         facts(md(35), program="pcm", services=(svc("99490", OTHER),)),
@@ -190,9 +199,19 @@ CASES = [
     Case("T21", facts(cs(25), services=(svc("G0181"),)), [], {"EXCLUSIVE_SERVICE"}),
     Case("T22", facts(cs(25), services=(svc("G0182"),)), [], {"EXCLUSIVE_SERVICE"}),
     Case("T23", facts(cs(25), services=(svc("90960"),)), [], {"EXCLUSIVE_SERVICE"}),
-    Case("T24", facts(cs(25), services=(svc("90960", OTHER),)), [("99490", 1)], {"OTHER_PRACTITIONER_SERVICE"}),
+    Case(
+        "T24",
+        facts(cs(25), services=(svc("90960", OTHER),)),
+        [("99490", 1)],
+        {"OTHER_PRACTITIONER_SERVICE"},
+    ),
     Case("T25", facts(cs(30), services=(svc("G0557"),)), [], {"EXCLUSIVE_SERVICE"}),
-    Case("T25-apcm", facts(cs(30), program="apcm", services=(svc("99490"),)), [], {"EXCLUSIVE_SERVICE"}),
+    Case(
+        "T25-apcm",
+        facts(cs(30), program="apcm", services=(svc("99490"),)),
+        [],
+        {"EXCLUSIVE_SERVICE"},
+    ),
     # --- consent and initiating visit (§3.2, §3.3) ---
     Case("T26", facts(cs(25), consent=None), [], {"NO_CONSENT"}),
     Case(
@@ -230,7 +249,12 @@ CASES = [
         facts(
             cs(25),
             patient=NO_VISIT_NEEDED_BUT_NONE,
-            initiating_visit={"date": "2025-02-20", "code": "99211", "practitioner": BILLER, "ccm_discussed": True},
+            initiating_visit={
+                "date": "2025-02-20",
+                "code": "99211",
+                "practitioner": BILLER,
+                "ccm_discussed": True,
+            },
         ),
         [],
         {"NO_INITIATING_VISIT"},
@@ -240,7 +264,12 @@ CASES = [
         facts(
             cs(25),
             patient=NO_VISIT_NEEDED_BUT_NONE,
-            initiating_visit={"date": "2025-02-20", "code": "G0439", "practitioner": BILLER, "ccm_discussed": False},
+            initiating_visit={
+                "date": "2025-02-20",
+                "code": "G0439",
+                "practitioner": BILLER,
+                "ccm_discussed": False,
+            },
         ),
         [],
         {"NO_INITIATING_VISIT"},
@@ -250,12 +279,24 @@ CASES = [
         facts(
             cs(25),
             patient=NO_VISIT_NEEDED_BUT_NONE,
-            initiating_visit={"date": "2025-02-20", "code": "G0439", "practitioner": BILLER, "ccm_discussed": True},
+            initiating_visit={
+                "date": "2025-02-20",
+                "code": "G0439",
+                "practitioner": BILLER,
+                "ccm_discussed": True,
+            },
         ),
         [("99490", 1)],
     ),
     # --- who and where (§4.2, §4.5-§4.7) ---
-    Case("T33", facts(cs(25, staff="RN-PH")), [], {"OFFSHORE_PERFORMER", "BELOW_THRESHOLD"}, countable=0, excluded=25),
+    Case(
+        "T33",
+        facts(cs(25, staff="RN-PH")),
+        [],
+        {"OFFSHORE_PERFORMER", "BELOW_THRESHOLD"},
+        countable=0,
+        excluded=25,
+    ),
     Case(
         "T34",
         facts(cs(15), cs(20, staff="RN-PH")),
@@ -264,18 +305,41 @@ CASES = [
         countable=15,
         excluded=20,
     ),
-    Case("T35", facts(cs(25, staff="SCH2")), [], {"NON_CLINICAL_PERFORMER", "BELOW_THRESHOLD"}, countable=0),
+    Case(
+        "T35",
+        facts(cs(25, staff="SCH2")),
+        [],
+        {"NON_CLINICAL_PERFORMER", "BELOW_THRESHOLD"},
+        countable=0,
+    ),
     Case(
         "T36",
-        facts(cs(10, day=7), cs(22, day=20), inpatient_stays=[{"from": "2025-11-05", "to": "2025-11-12"}]),
+        facts(
+            cs(10, day=7),
+            cs(22, day=20),
+            inpatient_stays=[{"from": "2025-11-05", "to": "2025-11-12"}],
+        ),
         [("99490", 1)],
         {"DURING_INPATIENT_STAY"},
         countable=22,
         excluded=10,
     ),
-    Case("T37-ccm", facts(cs(30), patient={"chronic_conditions": ["I10"]}), [], {"TOO_FEW_CONDITIONS"}),
-    Case("T37-pcm", facts(cs(30), program="pcm", patient={"chronic_conditions": ["I10"]}), [("99426", 1)]),
-    Case("T37-apcm", facts(cs(30), program="apcm", patient={"chronic_conditions": ["I10"]}), [("G0556", 1)]),
+    Case(
+        "T37-ccm",
+        facts(cs(30), patient={"chronic_conditions": ["I10"]}),
+        [],
+        {"TOO_FEW_CONDITIONS"},
+    ),
+    Case(
+        "T37-pcm",
+        facts(cs(30), program="pcm", patient={"chronic_conditions": ["I10"]}),
+        [("99426", 1)],
+    ),
+    Case(
+        "T37-apcm",
+        facts(cs(30), program="apcm", patient={"chronic_conditions": ["I10"]}),
+        [("G0556", 1)],
+    ),
     Case("T38", facts(cs(60), program="pcm"), [("99426", 1), ("99427", 1)]),
     Case(
         "T39-january",
@@ -306,8 +370,16 @@ CASES = [
         {"ALREADY_BILLED"},
     ),
     Case("T42-before-2025", facts(cs(25), month="2024-05", setting="rhc"), [("G0511", 1)]),
-    Case("T42-before-2025-fqhc-pcm", facts(cs(30), month="2024-05", setting="fqhc", program="pcm"), [("G0511", 1)]),
-    Case("T42-2025-individual-codes", facts(cs(45), month="2025-05", setting="fqhc"), [("99490", 1), ("99439", 1)]),
+    Case(
+        "T42-before-2025-fqhc-pcm",
+        facts(cs(30), month="2024-05", setting="fqhc", program="pcm"),
+        [("G0511", 1)],
+    ),
+    Case(
+        "T42-2025-individual-codes",
+        facts(cs(45), month="2025-05", setting="fqhc"),
+        [("99490", 1), ("99439", 1)],
+    ),
     # --- APCM (§1) ---
     Case("T44", facts(cs(10), program="apcm"), [("G0557", 1)]),
     Case("T44-qmb", facts(cs(10), program="apcm", patient={"qmb": True}), [("G0558", 1)]),
@@ -318,13 +390,23 @@ CASES = [
     ),
     Case(
         "T46",
-        facts(cs(10), program="apcm", patient={"last_visit_before_consent": "2021-01-15"}, initiating_visit=None),
+        facts(
+            cs(10),
+            program="apcm",
+            patient={"last_visit_before_consent": "2021-01-15"},
+            initiating_visit=None,
+        ),
         [],
         {"NO_INITIATING_VISIT"},
     ),
     Case(
         "T46-within-3-years",
-        facts(cs(10), program="apcm", patient={"last_visit_before_consent": "2022-09-15"}, initiating_visit=None),
+        facts(
+            cs(10),
+            program="apcm",
+            patient={"last_visit_before_consent": "2022-09-15"},
+            initiating_visit=None,
+        ),
         [("G0557", 1)],
     ),
     # --- caps and duplicates (§6 A1-A5) ---
@@ -340,17 +422,31 @@ CASES = [
         countable=20,
         excluded=20,
     ),
-    Case("T52", facts(cs(20, counted_for="bhi")), [], {"COUNTED_ELSEWHERE", "BELOW_THRESHOLD"}, countable=0),
+    Case(
+        "T52",
+        facts(cs(20, counted_for="bhi")),
+        [],
+        {"COUNTED_ELSEWHERE", "BELOW_THRESHOLD"},
+        countable=0,
+    ),
     Case(
         "T53",
         facts(cs(20, day=4), cs(20, day=5, counted_for="rpm"), services=(svc("99457"),)),
         [("99490", 1)],
         countable=20,
     ),
-    Case("T54", facts(cs(25, staff="RN-OTHER")), [], {"NOT_SUPERVISED_BY_BILLER", "BELOW_THRESHOLD"}),
+    Case(
+        "T54", facts(cs(25, staff="RN-OTHER")), [], {"NOT_SUPERVISED_BY_BILLER", "BELOW_THRESHOLD"}
+    ),
     Case("T55", facts(cs(25, staff="RN-CONTRACT")), [("99490", 1)]),
-    Case("T56", facts(cs(25, staff="RN-X")), [], {"EXCLUDED_STAFF", "BELOW_THRESHOLD"}, countable=0),
-    Case("T57", facts(cs(10), month="2026-03", program="apcm", services=(svc("G0570"),)), [("G0557", 1)]),
+    Case(
+        "T56", facts(cs(25, staff="RN-X")), [], {"EXCLUDED_STAFF", "BELOW_THRESHOLD"}, countable=0
+    ),
+    Case(
+        "T57",
+        facts(cs(10), month="2026-03", program="apcm", services=(svc("G0570"),)),
+        [("G0557", 1)],
+    ),
     Case(
         "T59",
         facts(cs(22, day=5), cs(5, day=15), patient={"died_on": "2025-11-10"}),
@@ -383,32 +479,71 @@ EXTRA = [
         "care-plan-warnings",
         facts(
             cs(25),
-            care_plan={"date": "2024-06-01", "reviewed": "2024-10-01", "elements": ["problems", "goals"]},
+            care_plan={
+                "date": "2024-06-01",
+                "reviewed": "2024-10-01",
+                "elements": ["problems", "goals"],
+            },
         ),
         [("99490", 1)],
         {"CARE_PLAN_NOT_SHARED", "CARE_PLAN_STALE", "CARE_PLAN_INCOMPLETE"},
     ),
     Case(
         "care-plan-reviewed-within-12-months",
-        facts(cs(25), care_plan={"date": "2024-06-01", "reviewed": "2024-11-30", "shared_with_patient": "2024-06-02"}),
+        facts(
+            cs(25),
+            care_plan={
+                "date": "2024-06-01",
+                "reviewed": "2024-11-30",
+                "shared_with_patient": "2024-06-02",
+            },
+        ),
         [("99490", 1)],
         absent={"CARE_PLAN_STALE", "CARE_PLAN_NOT_SHARED"},
     ),
-    Case("apcm-not-in-effect-2024", facts(cs(25), month="2024-06", program="apcm"), [], {"NOT_IN_EFFECT"}),
+    Case(
+        "apcm-not-in-effect-2024",
+        facts(cs(25), month="2024-06", program="apcm"),
+        [],
+        {"NOT_IN_EFFECT"},
+    ),
     # UNCONFIRMED (§4.8): APCM only after a furnished service; here none was logged.
     Case("apcm-no-activity", facts(program="apcm"), [], {"BELOW_THRESHOLD"}),
-    Case("99491-cap", facts(md(100), policy=physician_codes()), [("99491", 1), ("99437", 2)], {"UNBILLED_MINUTES"}),
+    Case(
+        "99491-cap",
+        facts(md(100), policy=physician_codes()),
+        [("99491", 1), ("99437", 2)],
+        {"UNBILLED_MINUTES"},
+    ),
     Case("pcm-practitioner-route", facts(md(65), program="pcm"), [("99424", 1), ("99425", 1)]),
-    Case("pcm-pool", facts(md(35), program="pcm", policy={"practitioner_time": "pool"}), [("99426", 1)]),
-    Case("pcm-too-few", facts(cs(30), program="pcm", patient={"chronic_conditions": []}), [], {"TOO_FEW_CONDITIONS"}),
-    Case("service-outside-month", facts(cs(25), services=(svc("99490", day="2025-10-31"),)), [("99490", 1)]),
+    Case(
+        "pcm-pool",
+        facts(md(35), program="pcm", policy={"practitioner_time": "pool"}),
+        [("99426", 1)],
+    ),
+    Case(
+        "pcm-too-few",
+        facts(cs(30), program="pcm", patient={"chronic_conditions": []}),
+        [],
+        {"TOO_FEW_CONDITIONS"},
+    ),
+    Case(
+        "service-outside-month",
+        facts(cs(25), services=(svc("99490", day="2025-10-31"),)),
+        [("99490", 1)],
+    ),
     Case(
         "apcm-other-practitioner-ccm",
         facts(cs(10), program="apcm", services=(svc("99490", OTHER),)),
         [("G0557", 1)],
         {"OTHER_PRACTITIONER_SERVICE"},
     ),
-    Case("apcm-tcm-same-practitioner", facts(cs(10), program="apcm", services=(svc("99495"),)), [], {"EXCLUSIVE_SERVICE"}),
+    Case(
+        "apcm-tcm-same-practitioner",
+        facts(cs(10), program="apcm", services=(svc("99495"),)),
+        [],
+        {"EXCLUSIVE_SERVICE"},
+    ),
 ]
 
 
@@ -461,7 +596,9 @@ def test_T40_date_of_service_threshold_met() -> None:
     """CS total reaches 20 on the 11th: with threshold_met every line is dated the 11th."""
     entries = (cs(8, day=2), cs(15, day=20), cs(12, day=11))  # not in date order on purpose
     decision = decided(facts(*entries, policy={"date_of_service": "threshold_met"}))
-    assert [(line.code, line.date_of_service) for line in decision.lines] == [("99490", date(2025, 11, 11))]
+    assert [(line.code, line.date_of_service) for line in decision.lines] == [
+        ("99490", date(2025, 11, 11))
+    ]
 
 
 def test_T40_date_of_service_defaults_to_month_end() -> None:
@@ -472,11 +609,15 @@ def test_T40_date_of_service_defaults_to_month_end() -> None:
 def test_threshold_met_on_the_practitioner_route_counts_practitioner_minutes() -> None:
     entries = (cs(40, day=1), md(20, day=5), md(10, day=9))
     decision = decided(facts(*entries, policy=physician_codes(date_of_service="threshold_met")))
-    assert [(line.code, line.date_of_service) for line in decision.lines] == [("99491", date(2025, 11, 9))]
+    assert [(line.code, line.date_of_service) for line in decision.lines] == [
+        ("99491", date(2025, 11, 9))
+    ]
 
 
 def test_apcm_date_of_service_is_month_end_even_with_threshold_met() -> None:
-    decision = decided(facts(cs(10, day=4), program="apcm", policy={"date_of_service": "threshold_met"}))
+    decision = decided(
+        facts(cs(10, day=4), program="apcm", policy={"date_of_service": "threshold_met"})
+    )
     assert [line.date_of_service for line in decision.lines] == [date(2025, 11, 30)]
 
 
@@ -513,7 +654,11 @@ def test_every_packaged_rule_set_prices_its_codes_and_states_sources() -> None:
 def _rules_text(year: int) -> str:
     from importlib import resources
 
-    return resources.files("ccm_connector").joinpath(f"rule_sets/cms-{year}.toml").read_text(encoding="utf-8")
+    return (
+        resources.files("ccm_connector")
+        .joinpath(f"rule_sets/cms-{year}.toml")
+        .read_text(encoding="utf-8")
+    )
 
 
 def test_maximize_ties_go_to_pool() -> None:
@@ -524,7 +669,9 @@ def test_maximize_ties_go_to_pool() -> None:
 
 
 def test_other_practitioner_setting_block_rejects() -> None:
-    text = _rules_text(2025).replace('other_practitioner_service = "warn"', 'other_practitioner_service = "block"')
+    text = _rules_text(2025).replace(
+        'other_practitioner_service = "warn"', 'other_practitioner_service = "block"'
+    )
     strict = rule_set_from_toml(text)
     decision = decide(facts_from_json(CASES_BY_ID["T24"].facts), strict)
     assert not decision.billable
@@ -532,7 +679,9 @@ def test_other_practitioner_setting_block_rejects() -> None:
 
 
 def test_apcm_activity_setting_zero_bills_without_minutes() -> None:
-    text = _rules_text(2025).replace("apcm_min_countable_minutes = 1", "apcm_min_countable_minutes = 0")
+    text = _rules_text(2025).replace(
+        "apcm_min_countable_minutes = 1", "apcm_min_countable_minutes = 0"
+    )
     decision = decide(facts_from_json(facts(program="apcm")), rule_set_from_toml(text))
     assert [line.code for line in decision.lines] == ["G0557"]
 
@@ -540,10 +689,22 @@ def test_apcm_activity_setting_zero_bills_without_minutes() -> None:
 @pytest.mark.parametrize(
     ("old", "new", "message"),
     [
-        ('99490 = { amount = 60.49, confirmed = true, source = "[S29] PPRRVU2025_Oct x CF 32.3465 (cms-rules.md §1)" }\n', "", "no fee for 99490"),
+        (
+            '99490 = { amount = 60.49, confirmed = true, source = "[S29] PPRRVU2025_Oct x CF 32.3465 (cms-rules.md §1)" }\n',
+            "",
+            "no fee for 99490",
+        ),
         ("cap = 2             # [S35]", "caps = 2             # [S35]", "unknown key caps"),
-        ('"G0182", "90951-90970", "99424-99427"', '"G0182", "90970-90951", "99424-99427"', "bad code range"),
-        ('other_practitioner_service = "warn"', 'other_practitioner_service = "maybe"', "must be warn or block"),
+        (
+            '"G0182", "90951-90970", "99424-99427"',
+            '"G0182", "90970-90951", "99424-99427"',
+            "bad code range",
+        ),
+        (
+            'other_practitioner_service = "warn"',
+            'other_practitioner_service = "maybe"',
+            "must be warn or block",
+        ),
     ],
 )
 def test_broken_rule_files_are_refused(old: str, new: str, message: str) -> None:

@@ -11,19 +11,28 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from ccm_connector.rules_cli import rules_check
 
 NPI = "1234567893"
 
 
-def month_facts(patient: str = "MRN-1001", minutes: int = 25, month: str = "2026-11") -> dict[str, Any]:
+def month_facts(
+    patient: str = "MRN-1001", minutes: int = 25, month: str = "2026-11"
+) -> dict[str, Any]:
     return {
-        "patient": {"id": patient, "chronic_conditions": ["E11.9", "I10"], "last_visit_before_consent": "2026-02-10"},
+        "patient": {
+            "id": patient,
+            "chronic_conditions": ["E11.9", "I10"],
+            "last_visit_before_consent": "2026-02-10",
+        },
         "month": month,
         "billing_practitioner": NPI,
         "consent": {"date": "2026-03-01", "practitioner": NPI},
-        "care_plan": {"date": "2026-03-01", "reviewed": "2026-10-15", "shared_with_patient": "2026-03-02"},
+        "care_plan": {
+            "date": "2026-03-01",
+            "reviewed": "2026-10-15",
+            "shared_with_patient": "2026-03-02",
+        },
         "staff": {"RN7": {"role": "clinical", "location": "US", "supervisor": NPI}},
         "time": [{"id": "tp-1", "date": f"{month}-03", "minutes": minutes, "staff": "RN7"}],
     }
@@ -35,7 +44,9 @@ def run(source: str, stdin: str | None = None) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
-def run_module(args: list[str], cwd: Path, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+def run_module(
+    args: list[str], cwd: Path, stdin: bytes | None = None
+) -> subprocess.CompletedProcess[bytes]:
     env = {k: v for k, v in os.environ.items() if k != "CCM_CONNECTOR_CONFIG"}
     return subprocess.run(
         [sys.executable, "-m", "ccm_connector.rules_cli", *args],
@@ -110,12 +121,33 @@ def test_identical_input_gives_byte_identical_output(tmp_path: Path) -> None:
     ("document", "message"),
     [
         (
-            [month_facts(), month_facts(), month_facts(), {**month_facts(), "time": [{"id": "a", "date": "2026-11-01", "minutes": 3, "staff": "RN7"}, {"id": "b", "date": "2026-11-01", "minutes": 3, "staff": "RN7"}, {"id": "c", "date": "2026-11-01", "minutes": -5, "staff": "RN7"}]}],
+            [
+                month_facts(),
+                month_facts(),
+                month_facts(),
+                {
+                    **month_facts(),
+                    "time": [
+                        {"id": "a", "date": "2026-11-01", "minutes": 3, "staff": "RN7"},
+                        {"id": "b", "date": "2026-11-01", "minutes": 3, "staff": "RN7"},
+                        {"id": "c", "date": "2026-11-01", "minutes": -5, "staff": "RN7"},
+                    ],
+                },
+            ],
             "facts[3].time[2].minutes: must be a positive integer, got -5\n",
         ),
-        ({**month_facts(), "month": "2026-13"}, 'facts.month: must be a month YYYY-MM, got "2026-13"\n'),
-        ({**month_facts(), "program": "tcm"}, 'facts.program: must be one of ccm, pcm, apcm, got "tcm"\n'),
-        ({k: v for k, v in month_facts().items() if k != "billing_practitioner"}, "facts.billing_practitioner: is required\n"),
+        (
+            {**month_facts(), "month": "2026-13"},
+            'facts.month: must be a month YYYY-MM, got "2026-13"\n',
+        ),
+        (
+            {**month_facts(), "program": "tcm"},
+            'facts.program: must be one of ccm, pcm, apcm, got "tcm"\n',
+        ),
+        (
+            {k: v for k, v in month_facts().items() if k != "billing_practitioner"},
+            "facts.billing_practitioner: is required\n",
+        ),
         ([month_facts(), 7], "facts[1]: must be an object, got 7\n"),
         (42, "facts: must be an object or an array of objects\n"),
         (
@@ -124,7 +156,9 @@ def test_identical_input_gives_byte_identical_output(tmp_path: Path) -> None:
         ),
     ],
 )
-def test_invalid_input_exits_2_with_the_path_and_nothing_on_stdout(tmp_path: Path, document: Any, message: str) -> None:
+def test_invalid_input_exits_2_with_the_path_and_nothing_on_stdout(
+    tmp_path: Path, document: Any, message: str
+) -> None:
     assert run(str(write(tmp_path, document))) == (2, "", message)
 
 
@@ -162,7 +196,9 @@ def test_module_entry_point_exit_codes(tmp_path: Path) -> None:
     good = run_module([str(write(tmp_path, month_facts()))], tmp_path)
     assert (good.returncode, good.stderr) == (0, b"")
     assert json.loads(good.stdout)["billable"] is True
-    bad = run_module([str(write(tmp_path, {**month_facts(), "complex_mdm": "yes"}, "bad.json"))], tmp_path)
+    bad = run_module(
+        [str(write(tmp_path, {**month_facts(), "complex_mdm": "yes"}, "bad.json"))], tmp_path
+    )
     assert (bad.returncode, bad.stdout) == (2, b"")
     assert bad.stderr == b'facts.complex_mdm: must be true or false, got "yes"\n'
     usage = run_module([], tmp_path)

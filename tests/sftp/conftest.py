@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from ccm_connector.sftp import keyring
 
 
@@ -49,17 +48,27 @@ def keys() -> Iterator[Keys]:
     # The practice key is back-dated so that the expired partner key can sign (at its own time)
     # a message encrypted to it.
     practice = keyring.generate_key(
-        homes["p"], "Practice", "p@test.invalid", expire="0", created=dt.datetime(2019, 1, 1, tzinfo=dt.UTC)
+        homes["p"],
+        "Practice",
+        "p@test.invalid",
+        expire="0",
+        created=dt.datetime(2019, 1, 1, tzinfo=dt.UTC),
     )
     partner = keyring.generate_key(homes["o"], "Partner", "o@test.invalid")
     stranger = keyring.generate_key(homes["s"], "Stranger", "s@test.invalid")
     expired = keyring.generate_key(
-        homes["e"], "Expired partner", "e@test.invalid", expire="1y", created=dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
+        homes["e"],
+        "Expired partner",
+        "e@test.invalid",
+        expire="1y",
+        created=dt.datetime(2020, 1, 1, tzinfo=dt.UTC),
     )
     practice_pub = keyring.export_public(homes["p"], practice)
     keyring.import_pinned(homes["p"], keyring.export_public(homes["o"], partner), partner)
     keyring.import_pinned(homes["p"], keyring.export_public(homes["e"], expired), expired)
-    keyring.gpg_for(homes["p"]).import_keys(keyring.export_public(homes["s"], stranger))  # present, not pinned
+    keyring.gpg_for(homes["p"]).import_keys(
+        keyring.export_public(homes["s"], stranger)
+    )  # present, not pinned
     for home in (homes["o"], homes["s"], homes["e"]):
         keyring.import_pinned(home, practice_pub, practice)
     yield Keys(homes["p"], practice, homes["o"], partner, homes["s"], stranger, homes["e"], expired)

@@ -6,11 +6,10 @@ import datetime as dt
 import sys
 
 import pytest
-from lxml import etree
-
 from ccm_connector.exchange_documents import parse_return
 from ccm_connector.sftp import documents
 from ccm_connector.sftp.documents import RETURN_NS, DocumentRefused
+from lxml import etree
 
 support = sys.modules["exchange_support"]
 PSEUDONYM = "P" + "A" * 26
@@ -71,7 +70,9 @@ EXTERNAL = b"""<?xml version="1.0"?>
 <r>&x;</r>"""
 
 
-@pytest.mark.parametrize("data", [BILLION_LAUGHS, EXTERNAL], ids=["billion-laughs", "external-entity"])
+@pytest.mark.parametrize(
+    "data", [BILLION_LAUGHS, EXTERNAL], ids=["billion-laughs", "external-entity"]
+)
 def test_entity_declarations_and_expansion_are_refused(data):
     with pytest.raises(DocumentRefused) as info:
         documents.parse_safe(data)

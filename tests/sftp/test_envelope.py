@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 
 import pytest
-
 from ccm_connector.sftp import envelope
 
 support = sys.modules["exchange_support"]
@@ -40,7 +39,9 @@ def test_a_file_encrypted_and_signed_by_plain_gpg_as_the_partner_is_accepted(key
 def test_our_sealed_file_decrypts_with_plain_gpg_holding_only_the_partner_keys(keys):
     sealed = envelope.seal(keys.practice_home, DOC, [keys.partner, keys.practice], keys.practice)
     # The partner home holds the partner's secret key and the practice's public key only.
-    secrets = {k["fingerprint"] for k in envelope.keyring.gpg_for(keys.partner_home).list_keys(secret=True)}
+    secrets = {
+        k["fingerprint"] for k in envelope.keyring.gpg_for(keys.partner_home).list_keys(secret=True)
+    }
     assert secrets == {keys.partner}
     result = support.gpg_cli(keys.partner_home, "--status-fd", "2", "--decrypt", data=sealed)
     status = result.stderr.decode()
@@ -82,7 +83,16 @@ def test_a_tampered_ciphertext_is_refused_and_its_plaintext_deleted(keys, workdi
     big = DOC * 4000  # long enough that gpg writes plaintext before it notices
     sealed = bytearray(
         support.gpg_cli(
-            keys.partner_home, "--compress-level", "0", "--encrypt", "--sign", "-u", keys.partner, "-r", keys.practice, data=big
+            keys.partner_home,
+            "--compress-level",
+            "0",
+            "--encrypt",
+            "--sign",
+            "-u",
+            keys.partner,
+            "-r",
+            keys.practice,
+            data=big,
         ).stdout
     )
     sealed[len(sealed) // 2] ^= 0x01

@@ -1,10 +1,9 @@
 from __future__ import annotations
 
 import pytest
+from ccm_connector.sftp import naming
 from hypothesis import given
 from hypothesis import strategies as st
-
-from ccm_connector.sftp import naming
 
 
 def test_queue_and_return_names_round_trip():
@@ -39,7 +38,13 @@ def test_unsafe_names_are_refused_with_their_reason(name, reason):
 
 @pytest.mark.parametrize(
     "name",
-    ["rt_LOCALDEMO_R1.xml", "wq_LOCALDEMO_000001.pgp", "rt_LOCALDEMO_R 1.pgp", "rt_LOCALDEMO_.pgp", "RT_LOCALDEMO_R1.pgp"],
+    [
+        "rt_LOCALDEMO_R1.xml",
+        "wq_LOCALDEMO_000001.pgp",
+        "rt_LOCALDEMO_R 1.pgp",
+        "rt_LOCALDEMO_.pgp",
+        "RT_LOCALDEMO_R1.pgp",
+    ],
 )
 def test_names_outside_the_pattern_are_refused(name):
     with pytest.raises(naming.UnsafeName, match="not a return file name"):

@@ -1,0 +1,114 @@
+"""Month-close cost by practice size: reconcile + rules, then release (DFT^P03, CSV, packages).
+
+Prints, for each size, the seconds and the cost per patient of each phase, and the
+reconcile + rules rate in patient-months per second (target: 2,000/s or more on 2 cores), and
+the ratio of the per-patient cost at the largest size to the smallest (target: within 20%).
+Usage: bench/bench_month_close.py [SIZES]   e.g. 1000,10000,50000 (the default)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from ccm_connector.billing import close_month
+from ccm_connector.config import load_config
+from ccm_connector.instance import init_local_instance
+from ccm_connector.month_close import reconcile_month
+from ccm_connector.pseudonym import pseudonym, read_key
+from ccm_connector.sftp import keyring
+from ccm_connector.store import open_store
+
+NPI = "1234567893"
+TOUCHPOINTS = 20
+ZONE = ZoneInfo("America/Chicago")
+ELEMENTS = json.dumps(["problems", "outcomes", "goals", "symptoms", "interventions", "medications", "community_services", "coordination", "review_schedule"])
+
+
+def populate(conn, key: bytes, patients: int) -> None:
+    """Patients enrolled before the month, ~20 touchpoints each, and a return describing them."""
+    conn.execute("BEGIN")
+    conn.execute("INSERT INTO return_file (content_hash, name, size, received_at, status, return_id) VALUES ('h', 'r', 1, '2026-12-01', 'accepted', 'r')")
+    for i in range(patients):
+        mrn = f"M{i:06d}"
+        conn.execute("INSERT INTO patient (mrn, family, given, birth_date, sex) VALUES (?, 'DOE', 'PAT', '1950-01-01', 'F')", (mrn,))
+        conn.executemany("INSERT INTO problem (mrn, code, system, status) VALUES (?, ?, 'I10', 'active')", [(mrn, "E11.9"), (mrn, "I10")])
+        conn.execute("INSERT INTO service (mrn, date, code, practitioner_npi) VALUES (?, '2026-01-05', '99214', ?)", (mrn, NPI))
+        conn.execute("INSERT INTO consent (mrn, program, date, practitioner_npi, status) VALUES (?, 'ccm', '2026-01-05', ?, 'given')", (mrn, NPI))
+        conn.execute("INSERT INTO care_plan (document_id, mrn, date, elements, shared_on, reviewed_on) VALUES (?, ?, '2026-01-06', ?, '2026-01-07', '2026-10-01')", (f"PL{i}", mrn, ELEMENTS))
+        pseud = pseudonym(key, mrn)
+        tps, entries = [], []
+        for j in range(TOUCHPOINTS):
+            # Each staff member cares for ten patients, one 10-minute slot each per day: no overlaps.
+            local = dt.datetime(2026, 11, 1 + j, 8, 0, tzinfo=ZONE) + dt.timedelta(minutes=10 * (i % 10))
+            staff = f"S{i // 10}"
+            tp_id = f"T{i}-{j}"
+            tps.append((tp_id, mrn, staff, local.astimezone(dt.UTC).isoformat(), -360, 4 + (j % 5)))
+            entries.append((f"E{i}-{j}", pseud, json.dumps([tp_id]), staff, local.date().isoformat(), 4 + (j % 5)))
+        conn.executemany("INSERT INTO touchpoint (id, mrn, staff_id, start_utc, start_offset, minutes, activity, summary) VALUES (?, ?, ?, ?, ?, ?, 'call', 'note')", tps)
+        conn.executemany(
+            "INSERT INTO return_entry (entry_id, return_file_id, pseudonym, touchpoint_ids, performer, date, minutes, activity, description) VALUES (?, 1, ?, ?, ?, ?, ?, 'call', 'd')",
+            entries,
+        )
+    conn.execute("COMMIT")
+
+
+def write_roster(path: Path, patients: int) -> None:
+    rows = ["staff_id,name,credential,role,location,supervisor_npi,npi,excluded,offshore_account"]
+    rows += [f"S{k},Nurse {k},RN,clinical,US,{NPI},,false,false" for k in range((patients + 9) // 10)]
+    path.write_text("\n".join(rows) + "\n")
+
+
+def sign_all(conn, month: str) -> None:
+    conn.execute("BEGIN")
+    conn.execute(
+        "INSERT INTO signoff (mrn, month, packet_hash, npi, outcome, via, at) SELECT mrn, month, packet_hash, ?, 'approved', 'bench', 'now' FROM patient_month WHERE month = ? AND billable = 1",
+        (NPI, month),
+    )
+    conn.execute("UPDATE patient_month SET state = 'signed' WHERE month = ? AND billable = 1", (month,))
+    conn.execute("COMMIT")
+
+
+def run(size: int) -> tuple[float, float]:
+    root = Path(tempfile.mkdtemp(prefix="bm", dir="/tmp"))
+    try:
+        init_local_instance(root / "i")
+        cfg = load_config(root / "i" / "connector.toml")
+        write_roster(cfg.roster.file, size)
+        conn = open_store(cfg.store.path)
+        populate(conn, read_key(cfg.identity.pseudonym_key_file), size)
+        t0 = time.perf_counter()
+        results = reconcile_month(cfg, "2026-11", conn)
+        t_reconcile = time.perf_counter() - t0
+        assert len(results) == size and all(r.decision["billable"] for r in results)
+        sign_all(conn, "2026-11")
+        t0 = time.perf_counter()
+        released = close_month(cfg, conn, "2026-11")["released"]
+        t_close = time.perf_counter() - t0
+        assert released == size
+        print(f"{size:>7} patients ({size * TOUCHPOINTS} touchpoints): reconcile+rules {t_reconcile:8.1f} s"
+              f" = {size / t_reconcile:7.0f} patient-months/s ({t_reconcile / size * 1000:.2f} ms each);"
+              f" release {t_close:8.1f} s ({t_close / size * 1000:.2f} ms each)", flush=True)
+        return t_reconcile / size, (t_reconcile + t_close) / size
+    finally:
+        keyring.stop_agent(root / "i" / "gnupg")
+        keyring.stop_agent(root / "i" / "partner" / "gnupg")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def main() -> None:
+    sizes = [int(s) for s in (sys.argv[1] if len(sys.argv) > 1 else "1000,10000,50000").split(",")]
+    costs = [run(size) for size in sizes]
+    if len(costs) > 1:
+        print(f"month-close cost per patient at {sizes[-1]} vs {sizes[0]}: {costs[-1][1] / costs[0][1]:.2f}x (target <= 1.20x)")
+        print(f"reconcile+rules cost per patient at {sizes[-1]} vs {sizes[0]}: {costs[-1][0] / costs[0][0]:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
