@@ -194,7 +194,7 @@ def void(cfg: Config, conn: sqlite3.Connection, mrn: str, month: str, now: dt.da
             "SELECT * FROM billing_release WHERE mrn = ? AND month = ? AND status = 'released'", (mrn, month)
         ).fetchone()
         if release is None:
-            raise InputError(f"patient-month {mrn} {month}: nothing released to void")
+            raise InputError(f"that patient-month of {month}: nothing released to void")
         lines = conn.execute("SELECT * FROM billing_line WHERE release_id = ? AND reversal = 0 ORDER BY rowid", (release["id"],)).fetchall()
         pm = conn.execute("SELECT facts FROM patient_month WHERE mrn = ? AND month = ?", (mrn, month)).fetchone()
         facts = json.loads(pm["facts"])

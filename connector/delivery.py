@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import os
 import sqlite3
 import time
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 log = logs.get_logger("delivery")
 FILE_KINDS = ("csv", "package")  # never sent over MLLP: always files
 BACKOFF_SECONDS = (1, 2, 5, 10, 30)
+PENDING = "SELECT * FROM outbound WHERE status = 'pending' AND kind IN (SELECT value FROM json_each(?)) ORDER BY id"
 
 
 def file_name(row: sqlite3.Row) -> str:
@@ -98,12 +100,10 @@ def deliver_pending(
     cfg: Config | None = None,
 ) -> int:
     """Deliver every pending item of these kinds; return how many were marked sent."""
-    # Only "?" placeholders are joined into the statement; the kinds go in as parameters.
-    in_kinds = "kind IN (" + ",".join("?" * len(kinds)) + ")"
-    pending_sql = "SELECT * FROM outbound WHERE status = 'pending' AND " + in_kinds + " ORDER BY id"
+    kinds_json = (json.dumps(list(kinds)),)
     sent = 0
     for attempt in range(retries + 1):
-        rows = conn.execute(pending_sql, kinds).fetchall()
+        rows = conn.execute(PENDING, kinds_json).fetchall()
         if not rows:
             break
         files = [r for r in rows if mode == "folder" or r["kind"] in FILE_KINDS]
@@ -120,9 +120,9 @@ def deliver_pending(
                 sent += error is None
         elif wire and mode == "sftp":
             sent += _deliver_sftp(conn, wire, cfg)
-        if attempt < retries and conn.execute(pending_sql, kinds).fetchone():
+        if attempt < retries and conn.execute(PENDING, kinds_json).fetchone():
             time.sleep(BACKOFF_SECONDS[min(attempt, len(BACKOFF_SECONDS) - 1)])
-    failed = len(conn.execute(pending_sql, kinds).fetchall())
+    failed = len(conn.execute(PENDING, kinds_json).fetchall())
     if failed:
         logs.event(log, "delivery.pending", level=30, kinds=",".join(kinds), pending=failed, mode=mode)
     return sent

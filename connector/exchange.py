@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Any
 
 from .config import Drop, Partner, Sftp
 from .errors import InputError
@@ -35,7 +34,7 @@ def read_passphrase(path: Path | None, what: str) -> str | None:
     return value
 
 
-def drop_for(drop: Drop, sftp: Sftp, retries_sleep: Any = None) -> transport.Drop:
+def drop_for(drop: Drop, sftp: Sftp) -> transport.Drop:
     """The configured drop: a local folder or the partner's SFTP server (host key pinned)."""
     if drop.kind == "local":
         assert drop.local_path is not None  # config cross-check
@@ -54,11 +53,7 @@ def drop_for(drop: Drop, sftp: Sftp, retries_sleep: Any = None) -> transport.Dro
         retries=sftp.retries,
         confirm_upload=sftp.confirm_upload,
     )
-    return (
-        transport.SftpDrop(endpoint)
-        if retries_sleep is None
-        else transport.SftpDrop(endpoint, retries_sleep)
-    )
+    return transport.SftpDrop(endpoint)
 
 
 def baa_problem(partner: Partner, today: dt.date) -> str | None:

@@ -47,7 +47,7 @@ def with_values(toml_text: str, values: dict[tuple[str, str], str]) -> str:
         header = re.match(r"\s*\[([A-Za-z_]+)\]\s*$", line)
         if header:
             section = header.group(1)
-        m = re.match(r"(\s*)([A-Za-z_]+)(\s*=\s*)(\"[^\"]*\"|\[[^\]]*\]|[^#\s]+)(.*)", line, re.S)
+        m = re.match(r"(\s*)([A-Za-z0-9_]+)(\s*=\s*)(\"[^\"]*\"|\[[^\]]*\]|[^#\s]+)(.*)", line, re.S)
         if m and (section, m.group(2)) in pending:
             line = m.group(1) + m.group(2) + m.group(3) + pending.pop((section, m.group(2))) + m.group(5)
         out.append(line)

@@ -27,10 +27,11 @@ import json
 import os
 import signal
 import sqlite3
+import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -63,6 +64,7 @@ OUTCOMES = (MAPPED, IGNORED, REJECTED, CONFLICT, DUPLICATE, UNREADABLE)
 MAX_FILE_BYTES = 256 * 1_048_576
 MAX_INBOX_FILES = 1000  # per pickup run; the rest wait for the next run
 _MERGE_DEPTH = 50
+STOP_POLL_SECONDS = 0.2  # how often serve_mllp looks at its stop event
 
 
 @dataclass(frozen=True)
@@ -161,21 +163,21 @@ class Intake:
         if status == mapping.MAPPED and result.warnings:
             reason = "; ".join(result.warnings)
         code = acks.ERROR if status == mapping.REJECTED else acks.ACCEPT
-        message_id = self._insert_message(conn, message, source, now, status, reason, code, 0)
-        stored = 0
+        stored = len(result.records)
+        message_id = self._insert_message(conn, message, source, now, status, reason, code, stored)
         if status == mapping.MAPPED:
             conn.execute("SAVEPOINT records")
             try:
-                stored = store_records(conn, result.records, message_id)
+                store_records(conn, result.records, message_id)
                 conn.execute("RELEASE records")
             except RecordConflict as e:
                 conn.execute("ROLLBACK TO records")
                 conn.execute("RELEASE records")
-                status, reason, code = REJECTED, e.reason, acks.ERROR
-            conn.execute(
-                "UPDATE inbound_message SET status = ?, reason = ?, ack_code = ?, records = ? WHERE id = ?",
-                (status, reason, code, stored, message_id),
-            )
+                status, reason, code, stored = REJECTED, e.reason, acks.ERROR, 0
+                conn.execute(
+                    "UPDATE inbound_message SET status = ?, reason = ?, ack_code = ?, records = 0 WHERE id = ?",
+                    (status, reason, code, message_id),
+                )
         outcome = Outcome(status, code, reason, message_id, control_id=message.control_id, message_type=message.type, records=stored)
         self._audit(conn, f"inbound_message:{message_id}", outcome, source, now)
         return outcome
@@ -336,24 +338,29 @@ def _same_patient(conn: sqlite3.Connection, table: str, key: str, value: str, mr
 def store_records(conn: sqlite3.Connection, records: Iterable[Record], message_id: int) -> int:
     """Store mapped records inside the caller's transaction; returns how many were stored."""
     count = 0
+    survivors: dict[str, str] = {}
     for rec in records:
         if isinstance(rec, Merge):
             _store_merge(conn, rec, message_id)
+            survivors.clear()
             count += 1
             continue
-        mrn = survivor(conn, rec.mrn)
+        mrn = survivors.get(rec.mrn) or survivors.setdefault(rec.mrn, survivor(conn, rec.mrn))
         if isinstance(rec, Patient):
             conn.execute(
                 "INSERT INTO patient (mrn, family, given, birth_date, sex, mbi, message_id) VALUES (?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (mrn) DO UPDATE SET family = excluded.family, given = excluded.given,"
                 " birth_date = excluded.birth_date, sex = excluded.sex, mbi = coalesce(excluded.mbi, patient.mbi),"
-                " message_id = excluded.message_id",
+                " message_id = excluded.message_id"
+                " WHERE (patient.family, patient.given, patient.birth_date, patient.sex, patient.mbi)"
+                " IS NOT (excluded.family, excluded.given, excluded.birth_date, excluded.sex, coalesce(excluded.mbi, patient.mbi))",
                 (mrn, rec.family, rec.given, _d(rec.birth_date), rec.sex, rec.mbi, message_id),
             )
         elif isinstance(rec, Problem):
             conn.execute(
                 "INSERT INTO problem (mrn, code, system, status, message_id) VALUES (?, ?, ?, ?, ?)"
-                " ON CONFLICT (mrn, code, system) DO UPDATE SET status = excluded.status, message_id = excluded.message_id",
+                " ON CONFLICT (mrn, code, system) DO UPDATE SET status = excluded.status, message_id = excluded.message_id"
+                " WHERE problem.status IS NOT excluded.status",
                 (mrn, rec.code, rec.system, rec.status, message_id),
             )
         elif isinstance(rec, Service):
@@ -585,40 +592,64 @@ def open_intake(cfg: Config, profile_name: str | None = None) -> Intake:
     return Intake(conn, profile, cfg.zone, key, cfg.mllp.application)
 
 
-def listen(cfg: Config, port: int | None = None, announce: Callable[[str, int], None] | None = None) -> int:
-    """Run the MLLP listener until SIGTERM or SIGINT; returns the exit code."""
+def _server(cfg: Config, port: int | None) -> tuple[Intake, mllp.Server]:
     intake = open_intake(cfg)
     tls = None
     if cfg.mllp.tls_certificate is not None and cfg.mllp.tls_private_key is not None:
         try:
             tls = mllp.server_tls(str(cfg.mllp.tls_certificate), str(cfg.mllp.tls_private_key))
         except (OSError, ValueError) as e:
+            intake.conn.close()
             raise InputError(f"[mllp] tls_certificate: cannot load the certificate and key ({e.__class__.__name__})") from None
     limits = mllp.Limits(cfg.mllp.max_frame_bytes, float(cfg.mllp.idle_timeout_seconds), cfg.mllp.max_connections)
     receiver = MllpReceiver(intake, cfg.mllp.max_frame_bytes)
-    server = mllp.Server(receiver, cfg.mllp.host, cfg.mllp.port if port is None else port, limits, tls)
+    return intake, mllp.Server(receiver, cfg.mllp.host, cfg.mllp.port if port is None else port, limits, tls)
+
+
+async def _serve(cfg: Config, intake: Intake, server: mllp.Server, until: Callable[[], Awaitable[None]], announce: Callable[[str, int], None] | None) -> None:
+    try:
+        bound = await server.start()
+    except OSError as e:
+        raise OperationalError(f"[mllp] cannot listen on {cfg.mllp.host}:{server.port} ({e.strerror or e.__class__.__name__})") from None
+    logs.event(log, "mllp.listening", host=cfg.mllp.host, port=bound, tls=server.tls is not None, profile=intake.profile.name)
+    if announce is not None:
+        announce(cfg.mllp.host, bound)
+    await until()
+    logs.event(log, "mllp.stopping", active=server.active)
+    await server.close()
+
+
+def listen(cfg: Config, port: int | None = None, announce: Callable[[str, int], None] | None = None) -> int:
+    """`ccm-connector listen`: the MLLP listener until SIGTERM or SIGINT; returns the exit code."""
+    intake, server = _server(cfg, port)
 
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        try:
-            bound = await server.start()
-        except OSError as e:
-            raise OperationalError(f"[mllp] cannot listen on {cfg.mllp.host}:{server.port} ({e.strerror or e.__class__.__name__})") from None
-        logs.event(log, "mllp.listening", host=cfg.mllp.host, port=bound, tls=tls is not None, profile=intake.profile.name)
-        if announce is not None:
-            announce(cfg.mllp.host, bound)
-        await stop.wait()
-        logs.event(log, "mllp.stopping", active=server.active)
-        await server.close()
+        await _serve(cfg, intake, server, stop.wait, announce)
 
     try:
         asyncio.run(main())
     finally:
         intake.conn.close()
     return 0
+
+
+def serve_mllp(cfg: Config, stop: threading.Event) -> None:
+    """The listener for `run` (connector/service.py): serves in the calling thread until `stop`
+    is set, then closes and returns. Installs no signal handlers."""
+    intake, server = _server(cfg, None)
+
+    async def until_stopped() -> None:
+        while not stop.is_set():
+            await asyncio.sleep(STOP_POLL_SECONDS)
+
+    try:
+        asyncio.run(_serve(cfg, intake, server, until_stopped, None))
+    finally:
+        intake.conn.close()
 
 
 # --- mapping check ----------------------------------------------------------------------------------

@@ -6,8 +6,8 @@ after (ok | failed | not_built; 'interrupted' is set by the next `run` for a row
 process left open), and an audit event for the finished run. Stages are idempotent and keep
 their pending work in the store, so running a job twice, or again after a crash, is safe.
 
-Stage entry points are imported when the job runs; one that does not exist yet is recorded as
-`not_built` instead of failing the service.
+Stage modules are imported when their job runs, so the service starts quickly and a broken
+stage fails its job, not the service; a STAGES entry naming nothing is recorded `not_built`.
 
 Daily and monthly times use `LocalTimeTrigger`, not APScheduler's CronTrigger: CronTrigger
 3.11.3 fires an ambiguous fall-back time (01:30) twice and, on the spring-forward day, skips
@@ -20,6 +20,7 @@ import datetime as dt
 import importlib
 import json
 import logging
+import os
 import socket
 import sqlite3
 from collections.abc import Callable, Iterable
@@ -37,22 +38,22 @@ from .store import open_store, transaction
 
 log = logs.get_logger("jobs")
 
-# Stage entry points: job id -> (module, function). Aligned with the stage owners.
+# Stage entry points: job id -> (module, function), each taking the configuration (and the
+# month, for reconcile and close_month). connector/stages.py adapts the stages to this shape.
 STAGES: dict[str, tuple[str, str]] = {
-    "inbox": ("ccm_connector.intake", "pickup_inbox"),
-    "queue_export": ("ccm_connector.queue_export", "export_queue"),
-    "returns_pull": ("ccm_connector.returns_pull", "pull_returns"),
-    "reconcile": ("ccm_connector.reconcile", "reconcile_month"),
-    "dispatch": ("ccm_connector.signoff", "dispatch_packets"),
-    "close_month": ("ccm_connector.billing", "close_month"),
+    "inbox": ("ccm_connector.stages", "pickup_inbox"),
+    "queue_export": ("ccm_connector.stages", "export_queue"),
+    "returns_pull": ("ccm_connector.stages", "pull_returns"),
+    "reconcile": ("ccm_connector.stages", "reconcile_month"),
+    "dispatch": ("ccm_connector.stages", "dispatch_packets"),
+    "close_month": ("ccm_connector.stages", "close_month"),
     "key_expiry": ("ccm_connector.doctor", "check_gpg"),
     "retention": ("ccm_connector.retention", "prune"),
 }
 
 
 class StageNotBuilt(Exception):
-    """The stage's module or function does not exist in this release yet."""
-
+    """The stage's module or function does not exist (a misconfigured STAGES entry)."""
 
 # --- triggers ------------------------------------------------------------------------------------
 
@@ -85,10 +86,16 @@ class LocalTimeTrigger(BaseTrigger):
             yield dt.date(year, month, self.day)
             year, month = (year + 1, 1) if month == 12 else (year, month + 1)
 
-    def get_next_fire_time(self, previous_fire_time: dt.datetime | None, now: dt.datetime) -> dt.datetime:
+    def get_next_fire_time(
+        self, previous_fire_time: dt.datetime | None, now: dt.datetime
+    ) -> dt.datetime:
         # As CronTrigger: after a previous fire, the next one after it (even if already past, so
         # the scheduler can see and coalesce missed runs); else the first one at or after now.
-        start = min(now, previous_fire_time + dt.timedelta(microseconds=1)) if previous_fire_time else now
+        start = (
+            min(now, previous_fire_time + dt.timedelta(microseconds=1))
+            if previous_fire_time
+            else now
+        )
         for date in self._dates_from(start.astimezone(self.zone).date() - dt.timedelta(days=1)):
             fire = self._fire_on(date)
             if fire >= start:
@@ -160,7 +167,9 @@ def job_returns_pull(cfg: Config, now: dt.datetime) -> Any:
 
 def job_reconcile(cfg: Config, now: dt.datetime) -> Any:
     reconcile_month = stage("reconcile")
-    return {month: counts_of(reconcile_month(cfg, month)) for month in months_to_reconcile(cfg, now)}
+    return {
+        month: counts_of(reconcile_month(cfg, month)) for month in months_to_reconcile(cfg, now)
+    }
 
 
 def job_dispatch(cfg: Config, now: dt.datetime) -> Any:
@@ -178,7 +187,9 @@ def job_key_expiry(cfg: Config, now: dt.datetime) -> Any:
     for item in items:
         counts[item.status] += 1
     # Key fingerprints and dates are not PHI; status shows them under "needs a person".
-    counts["problems"] = [{"what": i.what, "status": i.status, "detail": i.detail} for i in items if i.status != "ok"]
+    counts["problems"] = [
+        {"what": i.what, "status": i.status, "detail": i.detail} for i in items if i.status != "ok"
+    ]
     return counts
 
 
@@ -202,7 +213,9 @@ def job_list(cfg: Config) -> list[Job]:
 
     def every(job_id: str, minutes: int, func: Callable) -> Job:
         # A poll later than one interval is superseded by the next one.
-        return Job(job_id, IntervalTrigger(minutes=minutes, timezone=zone), func, minutes * 60, True)
+        return Job(
+            job_id, IntervalTrigger(minutes=minutes, timezone=zone), func, minutes * 60, True
+        )
 
     def daily(job_id: str, at: str, func: Callable, day: int | None = None) -> Job:
         return Job(job_id, LocalTimeTrigger(*_hm(at), zone, day), func, grace, False)
@@ -264,22 +277,45 @@ def start_run(conn: sqlite3.Connection, job_id: str, runner: str, now: dt.dateti
     with transaction(conn):
         cur = conn.execute(
             "INSERT INTO job_run (job, started_at, detail) VALUES (?, ?, ?)",
-            (job_id, _now_text(now), json.dumps({"runner": runner, "host": socket.gethostname()})),
+            (
+                job_id,
+                _now_text(now),
+                json.dumps({"runner": runner, "host": socket.gethostname(), "pid": os.getpid()}),
+            ),
         )
     return int(cur.lastrowid)
 
 
-def finish_run(conn: sqlite3.Connection, key: bytes, run_id: int, job_id: str, outcome: str, detail: dict, now: dt.datetime) -> None:
+def finish_run(
+    conn: sqlite3.Connection,
+    key: bytes,
+    run_id: int,
+    job_id: str,
+    outcome: str,
+    detail: dict,
+    now: dt.datetime,
+) -> None:
     body = json.dumps(detail, sort_keys=True, separators=(",", ":"))
     with transaction(conn):
         conn.execute(
             "UPDATE job_run SET finished_at = ?, outcome = ?, detail = ? WHERE id = ?",
             (_now_text(now), outcome, body, run_id),
         )
-        audit.record(conn, key, "job.finished", job_id, at=now, run=run_id, outcome=outcome, counts=detail.get("counts"))
+        audit.record(
+            conn,
+            key,
+            "job.finished",
+            job_id,
+            at=now,
+            run=run_id,
+            outcome=outcome,
+            counts=detail.get("counts"),
+        )
 
 
-def run_job(cfg: Config, job_id: str, runner: str = "cli", now: Callable[[], dt.datetime] | None = None) -> str:
+def run_job(
+    cfg: Config, job_id: str, runner: str = "cli", now: Callable[[], dt.datetime] | None = None
+) -> str:
     """Run one job with its job_run row and audit event; return the outcome. Never raises for a
     stage failure (that is the outcome 'failed'); raises only when the store itself is unusable."""
     clock = now or (lambda: dt.datetime.now(dt.UTC))
@@ -296,10 +332,25 @@ def run_job(cfg: Config, job_id: str, runner: str = "cli", now: Callable[[], dt.
             outcome = "ok"
         except (StageNotBuilt, NotBuiltError) as e:
             outcome, detail["reason"] = "not_built", _error_reason(e)
-            logs.event(log, "job.not_built", level=logging.WARNING, job=job_id, run=run_id, reason=detail["reason"])
+            logs.event(
+                log,
+                "job.not_built",
+                level=logging.WARNING,
+                job=job_id,
+                run=run_id,
+                reason=detail["reason"],
+            )
         except Exception as e:  # noqa: BLE001 - a failed stage must not stop the service
             outcome, detail["reason"] = "failed", _error_reason(e)
-            logs.event(log, "job.failed", level=logging.ERROR, exc_info=True, job=job_id, run=run_id, error_type=type(e).__name__)
+            logs.event(
+                log,
+                "job.failed",
+                level=logging.ERROR,
+                exc_info=True,
+                job=job_id,
+                run=run_id,
+                error_type=type(e).__name__,
+            )
         finish_run(conn, key, run_id, job_id, outcome, detail, clock())
         logs.event(log, "job.finished", job=job_id, run=run_id, outcome=outcome)
         return outcome
@@ -307,9 +358,12 @@ def run_job(cfg: Config, job_id: str, runner: str = "cli", now: Callable[[], dt.
         conn.close()
 
 
-def mark_interrupted(conn: sqlite3.Connection, key: bytes, now: dt.datetime) -> list[tuple[int, str]]:
-    """Close the job_run rows a killed `run` left open; return (run id, job) of each. Called by
-    `run` while it holds the instance lock, so no other service process can own them."""
+def mark_interrupted(
+    conn: sqlite3.Connection, key: bytes, now: dt.datetime
+) -> list[tuple[int, str]]:
+    """Close the job_run rows that a killed process left open; return (run id, job) of each.
+    Called by `run` while it holds the instance lock, so an open service row is a dead one; an
+    open row of a command run on this host is closed when its process no longer exists."""
     rows = conn.execute(
         "SELECT id, job, detail FROM job_run WHERE finished_at IS NULL ORDER BY id"
     ).fetchall()
@@ -320,9 +374,11 @@ def mark_interrupted(conn: sqlite3.Connection, key: bytes, now: dt.datetime) -> 
                 detail = json.loads(row["detail"] or "{}")
             except json.JSONDecodeError:
                 continue
-            if not isinstance(detail, dict) or detail.get("runner") != "service":
+            if not isinstance(detail, dict) or not _abandoned(detail):
                 continue
-            detail["reason"] = "the service stopped before the job finished; resumed at the next start"
+            detail["reason"] = (
+                "the service stopped before the job finished; resumed at the next start"
+            )
             conn.execute(
                 "UPDATE job_run SET finished_at = ?, outcome = 'interrupted', detail = ? WHERE id = ?",
                 (_now_text(now), json.dumps(detail, sort_keys=True), row["id"]),
@@ -332,6 +388,21 @@ def mark_interrupted(conn: sqlite3.Connection, key: bytes, now: dt.datetime) -> 
     return closed
 
 
+def _abandoned(detail: dict) -> bool:
+    if detail.get("runner") == "service":
+        return True
+    pid = detail.get("pid")
+    if detail.get("host") != socket.gethostname() or not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 def due_at_start(cfg: Config, conn: sqlite3.Connection, now: dt.datetime) -> dict[str, str]:
     """Jobs to run as soon as `run` starts, with the reason: every poll; a job whose last run was
     interrupted; a daily/monthly job whose time passed while no service ran; all if run_at_start."""
@@ -339,7 +410,8 @@ def due_at_start(cfg: Config, conn: sqlite3.Connection, now: dt.datetime) -> dic
     due: dict[str, str] = {}
     for job in job_list(cfg):
         last = conn.execute(
-            "SELECT started_at, outcome FROM job_run WHERE job = ? ORDER BY id DESC LIMIT 1", (job.id,)
+            "SELECT started_at, outcome FROM job_run WHERE job = ? ORDER BY id DESC LIMIT 1",
+            (job.id,),
         ).fetchone()
         reference = last["started_at"] if last else first
         if cfg.schedule.run_at_start:

@@ -20,7 +20,8 @@ from .config import Config
 from .errors import InputError
 from .facts import facts_from_json
 from .month_facts import PatientRecords, Policy, month_bounds, month_facts
-from .packet import canonical, review_packet, text_hash as content_hash_of
+from .packet import canonical, review_packet
+from .packet import text_hash as content_hash_of
 from .pseudonym import read_key as read_pseudonym_key
 from .pseudonym import reverse_map
 from .reconcile import Finding, LogEntry, code_mismatch, reconcile

@@ -158,7 +158,7 @@ def _pull_one(
         try:
             summary = read_workqueue(plaintext)
         except DocumentRefused as e:
-            raise envelope.Refused(str(e), opened.signer) from None
+            raise envelope.Refused(e.summary, opened.signer) from None
         if summary.practice_id != cfg.team.practice_id or summary.sequence != parsed.sequence:
             raise envelope.Refused("file name does not match the queue inside", opened.signer)
     except envelope.Refused as e:

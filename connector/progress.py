@@ -22,7 +22,11 @@ REDRAW_SECONDS = 0.1
 
 
 def progress(
-    iterable: Iterable[T], total: int | None = None, label: str = "", stream: TextIO | None = None, step: int = 1000
+    iterable: Iterable[T],
+    total: int | None = None,
+    label: str = "",
+    stream: TextIO | None = None,
+    step: int = 1000,
 ) -> Iterator[T]:
     out = stream or sys.stderr
     tty = out.isatty()

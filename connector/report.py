@@ -32,7 +32,14 @@ from .records import Consent
 from .rules import RuleSet, RuleSetNotFound, rule_set_for
 
 CLOSE_MINUTES = 10  # "close to the next threshold": at most this many minutes short
-STATES = ("awaiting_signoff", "signed", "released", "rejected", "not_billable", "not reconciled")
+STATES = (
+    "released",
+    "signed",
+    "awaiting_signoff",
+    "rejected",
+    "not_billable",
+    "not reconciled",
+)  # progress order
 STATE_LABELS = {
     "awaiting_signoff": "awaiting sign-off",
     "signed": "signed",
@@ -101,13 +108,17 @@ def _enrolled(conn: sqlite3.Connection, month: str) -> dict[str, str]:
     """MRN -> program of every patient whose consent is in force in the month (after merges)."""
     merged = {r[0]: r[1] for r in conn.execute("SELECT retired_mrn, surviving_mrn FROM mrn_merge")}
     consents: dict[str, list[Consent]] = defaultdict(list)
-    for r in conn.execute("SELECT mrn, program, date, practitioner_npi, status, document_id FROM consent ORDER BY id"):
+    for r in conn.execute(
+        "SELECT mrn, program, date, practitioner_npi, status, document_id FROM consent ORDER BY id"
+    ):
         try:
             day = dt.date.fromisoformat(r["date"])
         except (TypeError, ValueError):
             continue
         mrn = merged.get(r["mrn"], r["mrn"])
-        consents[mrn].append(Consent(mrn, r["program"], day, r["practitioner_npi"], r["status"], r["document_id"]))
+        consents[mrn].append(
+            Consent(mrn, r["program"], day, r["practitioner_npi"], r["status"], r["document_id"])
+        )
     out = {}
     for mrn, items in consents.items():
         current = consent_in_force(items, month)
@@ -116,7 +127,9 @@ def _enrolled(conn: sqlite3.Connection, month: str) -> dict[str, str]:
     return out
 
 
-def gather(cfg: Config, conn: sqlite3.Connection, month: str, now: dt.datetime | None = None) -> dict[str, Any]:
+def gather(
+    cfg: Config, conn: sqlite3.Connection, month: str, now: dt.datetime | None = None
+) -> dict[str, Any]:
     month = parse_month(month)
     today = (now or dt.datetime.now(dt.UTC)).astimezone(cfg.zone).date()
     year, mon = int(month[:4]), int(month[5:7])
@@ -131,7 +144,10 @@ def gather(cfg: Config, conn: sqlite3.Connection, month: str, now: dt.datetime |
         found = conn.execute("SELECT minutes FROM touchpoint WHERE id = ?", (tp_id,)).fetchone()
         return int(found[0]) if found else 0
 
-    rows = {r["mrn"]: r for r in conn.execute("SELECT * FROM patient_month WHERE month = ? ORDER BY mrn", (month,))}
+    rows = {
+        r["mrn"]: r
+        for r in conn.execute("SELECT * FROM patient_month WHERE month = ? ORDER BY mrn", (month,))
+    }
     enrolled = _enrolled(conn, month)
 
     patients = []
@@ -158,7 +174,14 @@ def gather(cfg: Config, conn: sqlite3.Connection, month: str, now: dt.datetime |
                 units = int(line.get("units") or 0)
                 item = revenue.setdefault(
                     str(line.get("code")),
-                    {"code": str(line.get("code")), "units": 0, "fee": fee, "amount": Decimal(0), "confirmed": confirmed, "released": Decimal(0)},
+                    {
+                        "code": str(line.get("code")),
+                        "units": 0,
+                        "fee": fee,
+                        "amount": Decimal(0),
+                        "confirmed": confirmed,
+                        "released": Decimal(0),
+                    },
                 )
                 item["units"] += units
                 if fee is not None:
@@ -176,7 +199,16 @@ def gather(cfg: Config, conn: sqlite3.Connection, month: str, now: dt.datetime |
                 extra = extra or touchpoint_minutes(str(f.get("source")))
                 unlogged += extra
                 unlogged_count += 1
-            item = findings.setdefault(code, {"code": code, "severity": f.get("severity", ""), "count": 0, "minutes": 0, "patients": set()})
+            item = findings.setdefault(
+                code,
+                {
+                    "code": code,
+                    "severity": f.get("severity", ""),
+                    "count": 0,
+                    "minutes": 0,
+                    "patients": set(),
+                },
+            )
             item["count"] += 1
             item["minutes"] += extra
             item["patients"].add(mrn)
@@ -192,30 +224,49 @@ def gather(cfg: Config, conn: sqlite3.Connection, month: str, now: dt.datetime |
                 "thresholds": marks,
                 "next": upcoming,
                 "gap": upcoming["minutes"] - countable if upcoming else None,
-                "codes": [{"code": str(ln.get("code")), "units": int(ln.get("units") or 0)} for ln in lines],
+                "codes": [
+                    {"code": str(ln.get("code")), "units": int(ln.get("units") or 0)}
+                    for ln in lines
+                ],
                 "estimated": _money(amount) if lines else None,
                 "unlogged_minutes": unlogged,
             }
         )
 
     close = sorted(
-        (p for p in patients if p["gap"] is not None and p["gap"] <= CLOSE_MINUTES and days_left > 0),
+        (
+            p
+            for p in patients
+            if p["gap"] is not None and p["gap"] <= CLOSE_MINUTES and days_left > 0
+        ),
         key=lambda p: (p["gap"], p["mrn"]),
     )
     states = {s: 0 for s in STATES}
     for p in patients:
         states[p["state"]] = states.get(p["state"], 0) + 1
-    to_sign = states["awaiting_signoff"] + states["signed"] + states["released"] + states["rejected"]
+    to_sign = (
+        states["awaiting_signoff"] + states["signed"] + states["released"] + states["rejected"]
+    )
     revenue_rows = sorted(revenue.values(), key=lambda r: (-(r["amount"]), r["code"]))
     return {
-        "practice": {"id": cfg.practice.id, "name": cfg.practice.name, "time_zone": cfg.practice.time_zone},
+        "practice": {
+            "id": cfg.practice.id,
+            "name": cfg.practice.name,
+            "time_zone": cfg.practice.time_zone,
+        },
         "month": month,
         "as_of": today.isoformat(),
         "days_left": days_left,
         "rules": rule_set.name if rule_set else None,
         "patients": patients,
         "close_to_threshold": [
-            {"mrn": p["mrn"], "countable": p["countable"], "next": p["next"], "gap": p["gap"], "days_left": days_left}
+            {
+                "mrn": p["mrn"],
+                "countable": p["countable"],
+                "next": p["next"],
+                "gap": p["gap"],
+                "days_left": days_left,
+            }
             for p in close
         ],
         "findings": [
@@ -224,7 +275,12 @@ def gather(cfg: Config, conn: sqlite3.Connection, month: str, now: dt.datetime |
         ],
         "revenue": {
             "by_code": [
-                {**r, "fee": _money(r["fee"]) if r["fee"] is not None else None, "amount": _money(r["amount"]), "released": _money(r["released"])}
+                {
+                    **r,
+                    "fee": _money(r["fee"]) if r["fee"] is not None else None,
+                    "amount": _money(r["amount"]),
+                    "released": _money(r["released"]),
+                }
                 for r in revenue_rows
             ],
             "total": _money(sum((r["amount"] for r in revenue_rows), Decimal(0))),
@@ -234,9 +290,17 @@ def gather(cfg: Config, conn: sqlite3.Connection, month: str, now: dt.datetime |
         "unlogged": {
             "minutes": unlogged_total,
             "touchpoints": unlogged_count,
-            "by_patient": [{"mrn": p["mrn"], "minutes": p["unlogged_minutes"]} for p in patients if p["unlogged_minutes"]],
+            "by_patient": [
+                {"mrn": p["mrn"], "minutes": p["unlogged_minutes"]}
+                for p in patients
+                if p["unlogged_minutes"]
+            ],
         },
-        "signoff": {"states": states, "signed": states["signed"] + states["released"], "to_sign": to_sign},
+        "signoff": {
+            "states": states,
+            "signed": states["signed"] + states["released"],
+            "to_sign": to_sign,
+        },
     }
 
 
@@ -268,7 +332,7 @@ td.num,th.num{text-align:right}
 .legend span{display:inline-block;margin-right:14px;font-size:12px}
 .legend i{display:inline-block;width:10px;height:10px;border-radius:2px;margin-right:4px;vertical-align:-1px}
 svg{display:block;max-width:100%;height:auto}
-svg text{font:11px -apple-system,"Segoe UI",Roboto,Arial,sans-serif;fill:#1f2933}
+svg text{font:12px -apple-system,"Segoe UI",Roboto,Arial,sans-serif;fill:#1f2933}
 .empty{color:#52606d;font-style:italic}
 """
 
@@ -286,12 +350,18 @@ def bar_chart(items: list[tuple[str, float, str, str]], label: str, width: int =
     if not items:
         return '<p class="empty">nothing this month</p>'
     left, right, row = 190, 110, 24
-    scale = (width - left - right) / max((v for _, v, _, _ in items), default=1) if any(v for _, v, _, _ in items) else 0
+    scale = (
+        (width - left - right) / max((v for _, v, _, _ in items), default=1)
+        if any(v for _, v, _, _ in items)
+        else 0
+    )
     body = []
     for i, (name, value, text, colour) in enumerate(items):
         y = i * row + 4
         body.append(f'<text x="{left - 8}" y="{y + 13}" text-anchor="end">{e(name)}</text>')
-        body.append(f'<rect x="{left}" y="{y}" width="{max(value * scale, 1):.1f}" height="{row - 8}" rx="3" fill="{colour}"/>')
+        body.append(
+            f'<rect x="{left}" y="{y}" width="{max(value * scale, 1):.1f}" height="{row - 8}" rx="3" fill="{colour}"/>'
+        )
         body.append(f'<text x="{left + value * scale + 6:.1f}" y="{y + 13}">{e(text)}</text>')
     return _svg(width, len(items) * row + 8, body, label)
 
@@ -301,29 +371,61 @@ def minutes_chart(patients: list[dict[str, Any]], width: int = 1000) -> str:
     if not patients:
         return '<p class="empty">no enrolled patients this month</p>'
     left, right, row, top = 150, 150, 26, 22
-    most = max([p["countable"] for p in patients] + [m["minutes"] for p in patients for m in p["thresholds"]] + [1])
+    most = max(
+        [p["countable"] for p in patients]
+        + [m["minutes"] for p in patients for m in p["thresholds"]]
+        + [1]
+    )
     scale = (width - left - right) / (most * 1.05)
     body = []
     for tick in range(0, int(most * 1.05) + 1, 10 if most <= 120 else 30):
         x = left + tick * scale
-        body.append(f'<line x1="{x:.1f}" y1="{top - 4}" x2="{x:.1f}" y2="{top + len(patients) * row}" stroke="#eef1f4"/>')
-        body.append(f'<text x="{x:.1f}" y="{top - 8}" text-anchor="middle" class="tick">{tick}</text>')
+        body.append(
+            f'<line x1="{x:.1f}" y1="{top - 4}" x2="{x:.1f}" y2="{top + len(patients) * row}" stroke="#eef1f4"/>'
+        )
+        body.append(
+            f'<text x="{x:.1f}" y="{top - 8}" text-anchor="middle" class="tick">{tick}</text>'
+        )
     for i, p in enumerate(patients):
         y = top + i * row
-        colour = STATE_COLOURS.get(p["state"], "#9e9e9e") if p["billable"] or p["state"] == "not reconciled" else "#9e9e9e"
-        body.append(f'<text x="{left - 8}" y="{y + 14}" text-anchor="end">{e(p["mrn"])} ({e(p["program"].upper())})</text>')
-        body.append(f'<rect x="{left}" y="{y + 3}" width="{max(p["countable"] * scale, 1):.1f}" height="{row - 10}" rx="3" fill="{colour}"/>')
+        colour = (
+            STATE_COLOURS.get(p["state"], "#9e9e9e")
+            if p["billable"] or p["state"] == "not reconciled"
+            else "#9e9e9e"
+        )
+        body.append(
+            f'<text x="{left - 8}" y="{y + 14}" text-anchor="end">{e(p["mrn"])} ({e(p["program"].upper())})</text>'
+        )
+        body.append(
+            f'<rect x="{left}" y="{y + 3}" width="{max(p["countable"] * scale, 1):.1f}" height="{row - 10}" rx="3" fill="{colour}"/>'
+        )
         for mark in p["thresholds"]:
             x = left + mark["minutes"] * scale
             body.append(
                 f'<line x1="{x:.1f}" y1="{y}" x2="{x:.1f}" y2="{y + row - 4}" stroke="#1f2933" stroke-dasharray="3,2">'
-                f'<title>{mark["minutes"]} min: {e(mark["code"])}</title></line>'
+                f"<title>{mark['minutes']} min: {e(mark['code'])}</title></line>"
             )
-        note = f'{p["countable"]} min'
+        note = f"{p['countable']} min"
         if p["next"]:
-            note += f' · {p["gap"]} to {p["next"]["minutes"]}'
+            note += f" · {p['gap']} to {p['next']['minutes']}"
         body.append(f'<text x="{width - right + 8}" y="{y + 14}">{e(note)}</text>')
-    return _svg(width, top + len(patients) * row + 6, body, "countable minutes per patient against the thresholds")
+    shown = [
+        s
+        for s in STATES
+        if any(p["state"] == s and (p["billable"] or s == "not reconciled") for p in patients)
+    ]
+    legend = "".join(
+        f'<span><i style="background:{STATE_COLOURS[s]}"></i>{e(STATE_LABELS[s])}</span>'
+        for s in shown
+    )
+    if any(not p["billable"] and p["state"] != "not reconciled" for p in patients):
+        legend += '<span><i style="background:#9e9e9e"></i>not billable</span>'
+    return _svg(
+        width,
+        top + len(patients) * row + 6,
+        body,
+        "countable minutes per patient against the thresholds",
+    ) + (f'<p class="legend">{legend}<span>┆ threshold</span></p>')
 
 
 def signoff_chart(states: dict[str, int], width: int = 1000) -> str:
@@ -336,12 +438,16 @@ def signoff_chart(states: dict[str, int], width: int = 1000) -> str:
         if not n:
             continue
         w = width * n / total
-        body.append(f'<rect x="{x:.1f}" y="0" width="{w:.1f}" height="28" fill="{STATE_COLOURS[state]}"><title>{e(STATE_LABELS[state])}: {n}</title></rect>')
+        body.append(
+            f'<rect x="{x:.1f}" y="0" width="{w:.1f}" height="28" fill="{STATE_COLOURS[state]}"><title>{e(STATE_LABELS[state])}: {n}</title></rect>'
+        )
         if w > 28:
             body.append(f'<text x="{x + w / 2:.1f}" y="18" text-anchor="middle">{n}</text>')
         x += w
     legend = "".join(
-        f'<span><i style="background:{STATE_COLOURS[s]}"></i>{e(STATE_LABELS[s])} {states.get(s, 0)}</span>' for s in STATES if states.get(s)
+        f'<span><i style="background:{STATE_COLOURS[s]}"></i>{e(STATE_LABELS[s])} {states.get(s, 0)}</span>'
+        for s in STATES
+        if states.get(s)
     )
     return _svg(width, 28, body, "sign-off progress") + f'<p class="legend">{legend}</p>'
 
@@ -349,9 +455,16 @@ def signoff_chart(states: dict[str, int], width: int = 1000) -> str:
 def _table(head: list[str], rows: list[list[Any]], numeric: set[int] = frozenset()) -> str:
     if not rows:
         return ""
-    th = "".join(f'<th{" class=num" if i in numeric else ""}>{e(h)}</th>' for i, h in enumerate(head))
+    th = "".join(
+        f"<th{' class=num' if i in numeric else ''}>{e(h)}</th>" for i, h in enumerate(head)
+    )
     body = "".join(
-        "<tr>" + "".join(f'<td{" class=num" if i in numeric else ""}>{e(str(c))}</td>' for i, c in enumerate(r)) + "</tr>" for r in rows
+        "<tr>"
+        + "".join(
+            f"<td{' class=num' if i in numeric else ''}>{e(str(c))}</td>" for i, c in enumerate(r)
+        )
+        + "</tr>"
+        for r in rows
     )
     return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
 
@@ -377,24 +490,44 @@ def render(data: dict[str, Any]) -> str:
         f"<style>{CSS}</style></head><body><main>",
         f"<header><h1>Care management report, {e(_month_name(month))}</h1>",
         f'<div class="sub">{e(practice["name"])} ({e(practice["id"])}) · as of {e(data["as_of"])} '
-        f'({e(practice["time_zone"])}) · {data["days_left"]} day(s) left in the month · rules {e(data["rules"] or "none for this month")}</div></header>',
+        f"({e(practice['time_zone'])}) · {data['days_left']} day(s) left in the month · rules {e(data['rules'] or 'none for this month')}</div></header>",
         '<div class="cards">'
-        + "".join(f'<div class="card"><div class="n">{e(str(n))}</div><div class="l">{e(label)}</div></div>' for n, label in cards)
+        + "".join(
+            f'<div class="card"><div class="n">{e(str(n))}</div><div class="l">{e(label)}</div></div>'
+            for n, label in cards
+        )
         + "</div>",
     ]
 
     parts.append('<section id="minutes"><h2>Countable minutes against the thresholds</h2>')
-    parts.append('<p class="note">Dashed marks: the minutes at which the next code or add-on unit bills. Bar colour: sign-off state of a billable month; grey when not billable.</p>')
+    parts.append(
+        '<p class="note">Dashed marks: the minutes at which the next code or add-on unit bills. Bar colour: sign-off state of a billable month; grey when not billable.</p>'
+    )
     parts.append(minutes_chart(patients))
     parts.append(
         _table(
-            ["MRN", "program", "state", "countable", "excluded", "next threshold", "codes", "estimated"],
+            [
+                "MRN",
+                "program",
+                "state",
+                "countable",
+                "excluded",
+                "next threshold",
+                "codes",
+                "estimated",
+            ],
             [
                 [
-                    p["mrn"], p["program"].upper(), STATE_LABELS.get(p["state"], p["state"]), p["countable"], p["excluded"],
-                    f'{p["next"]["minutes"]} ({p["next"]["code"]}), {p["gap"]} short' if p["next"] else "all reached",
-                    ", ".join(f'{c["code"]} x{c["units"]}' for c in p["codes"]) or "-",
-                    f'${p["estimated"]}' if p["estimated"] else "-",
+                    p["mrn"],
+                    p["program"].upper(),
+                    STATE_LABELS.get(p["state"], p["state"]),
+                    p["countable"],
+                    p["excluded"],
+                    f"{p['next']['minutes']} ({p['next']['code']}), {p['gap']} short"
+                    if p["next"]
+                    else "all reached",
+                    ", ".join(f"{c['code']} x{c['units']}" for c in p["codes"]) or "-",
+                    f"${p['estimated']}" if p["estimated"] else "-",
                 ]
                 for p in patients
             ],
@@ -403,39 +536,116 @@ def render(data: dict[str, Any]) -> str:
     )
     parts.append("</section>")
 
-    parts.append(f'<section id="close"><h2>Close to the next threshold ({data["days_left"]} day(s) left)</h2>')
+    parts.append(
+        f'<section id="close"><h2>Close to the next threshold ({data["days_left"]} day(s) left)</h2>'
+    )
     if data["close_to_threshold"]:
         parts.append(f'<p class="note">At most {CLOSE_MINUTES} minutes short of the next code.</p>')
         parts.append(
             bar_chart(
-                [(c["mrn"], c["gap"], f'{c["gap"]} min to {c["next"]["minutes"]} ({c["next"]["code"]})', "#f0a202") for c in data["close_to_threshold"]],
+                [
+                    (
+                        c["mrn"],
+                        c["gap"],
+                        f"{c['gap']} min to {c['next']['minutes']} ({c['next']['code']})",
+                        "#f0a202",
+                    )
+                    for c in data["close_to_threshold"]
+                ],
                 "minutes short of the next threshold",
             )
         )
-        parts.append(_table(["MRN", "countable", "next threshold", "short by", "days left"],
-                            [[c["mrn"], c["countable"], f'{c["next"]["minutes"]} ({c["next"]["code"]})', c["gap"], c["days_left"]] for c in data["close_to_threshold"]],
-                            {1, 3, 4}))
+        parts.append(
+            _table(
+                ["MRN", "countable", "next threshold", "short by", "days left"],
+                [
+                    [
+                        c["mrn"],
+                        c["countable"],
+                        f"{c['next']['minutes']} ({c['next']['code']})",
+                        c["gap"],
+                        c["days_left"],
+                    ]
+                    for c in data["close_to_threshold"]
+                ],
+                {1, 3, 4},
+            )
+        )
     else:
-        parts.append('<p class="empty">nobody is within reach of a threshold' + (" (the month is over)" if not data["days_left"] else "") + "</p>")
+        parts.append(
+            '<p class="empty">nobody is within reach of a threshold'
+            + (" (the month is over)" if not data["days_left"] else "")
+            + "</p>"
+        )
     parts.append("</section>")
 
     parts.append('<section id="findings"><h2>Findings by code</h2>')
-    parts.append(bar_chart([(f["code"], f["count"], str(f["count"]), SEVERITY_COLOURS.get(f["severity"], "#607d8b")) for f in data["findings"]], "findings by code"))
-    parts.append(_table(["code", "severity", "findings", "patients", "minutes"],
-                        [[f["code"], f["severity"], f["count"], f["patients"], f["minutes"]] for f in data["findings"]], {2, 3, 4}))
+    parts.append(
+        bar_chart(
+            [
+                (
+                    f["code"],
+                    f["count"],
+                    str(f["count"]),
+                    SEVERITY_COLOURS.get(f["severity"], "#607d8b"),
+                )
+                for f in data["findings"]
+            ],
+            "findings by code",
+        )
+    )
+    parts.append(
+        _table(
+            ["code", "severity", "findings", "patients", "minutes"],
+            [
+                [f["code"], f["severity"], f["count"], f["patients"], f["minutes"]]
+                for f in data["findings"]
+            ],
+            {2, 3, 4},
+        )
+    )
     parts.append("</section>")
 
     parts.append('<section id="revenue"><h2>Estimated revenue by code</h2>')
     parts.append(
         f'<p class="note">National non-facility amounts from the {e(data["rules"] or "-")} fee table for billable patient-months not rejected at sign-off'
-        + ("" if revenue["all_confirmed"] else "; some amounts are approximate (unconfirmed against the CMS file)")
-        + f'. Released to billing so far: ${e(revenue["released"])}.</p>'
+        + (
+            ""
+            if revenue["all_confirmed"]
+            else "; some amounts are approximate (unconfirmed against the CMS file)"
+        )
+        + f". Released to billing so far: ${e(revenue['released'])}.</p>"
     )
-    parts.append(bar_chart([(r["code"], float(r["amount"]), f'${r["amount"]}', "#1b7f3b") for r in revenue["by_code"]], "estimated revenue by code"))
-    parts.append(_table(["code", "units", "fee", "amount", "released"],
-                        [[r["code"], r["units"], f'${r["fee"]}' if r["fee"] else "no fee", f'${r["amount"]}', f'${r["released"]}'] for r in revenue["by_code"]]
-                        + ([["total", "", "", f'${revenue["total"]}', f'${revenue["released"]}']] if revenue["by_code"] else []),
-                        {1, 2, 3, 4}))
+    parts.append(
+        bar_chart(
+            [
+                (r["code"], float(r["amount"]), f"${r['amount']}", "#1b7f3b")
+                for r in revenue["by_code"]
+            ],
+            "estimated revenue by code",
+        )
+    )
+    parts.append(
+        _table(
+            ["code", "units", "fee", "amount", "released"],
+            [
+                [
+                    r["code"],
+                    r["units"],
+                    f"${r['fee']}" if r["fee"] else "no fee",
+                    f"${r['amount']}",
+                    f"${r['released']}",
+                ]
+                for r in revenue["by_code"]
+            ]
+            + (
+                [["total", "", "", f"${revenue['total']}", f"${revenue['released']}"]]
+                if revenue["by_code"]
+                else []
+            ),
+            {1, 2, 3, 4},
+        )
+    )
     parts.append("</section>")
 
     parts.append('<section id="unlogged"><h2>Practice time the offshore log missed</h2>')
@@ -443,14 +653,26 @@ def render(data: dict[str, Any]) -> str:
         f'<p class="note">{unlogged["minutes"]} minutes in {unlogged["touchpoints"]} practice touchpoint(s) that no offshore log entry describes: '
         "time the practice may be losing until the log catches up.</p>"
     )
-    parts.append(bar_chart([(u["mrn"], u["minutes"], f'{u["minutes"]} min', "#607d8b") for u in unlogged["by_patient"]], "unlogged practice minutes by patient"))
+    parts.append(
+        bar_chart(
+            [
+                (u["mrn"], u["minutes"], f"{u['minutes']} min", "#607d8b")
+                for u in unlogged["by_patient"]
+            ],
+            "unlogged practice minutes by patient",
+        )
+    )
     parts.append("</section>")
 
     parts.append('<section id="signoff"><h2>Sign-off progress</h2>')
-    parts.append(f'<p class="note">{signoff["signed"]} of {signoff["to_sign"]} billable patient-months signed or released.</p>')
+    parts.append(
+        f'<p class="note">{signoff["signed"]} of {signoff["to_sign"]} billable patient-months signed or released.</p>'
+    )
     parts.append(signoff_chart(signoff["states"]))
     parts.append("</section>")
-    parts.append('<p class="note">Generated by ccm-connector. Estimates only: the billing system decides what is paid.</p>')
+    parts.append(
+        '<p class="note">Generated by ccm-connector. Estimates only: the billing system decides what is paid.</p>'
+    )
     parts.append("</main></body></html>")
     return "\n".join(parts)
 

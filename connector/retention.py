@@ -59,7 +59,9 @@ def old_working_files(root: Path, before: dt.datetime) -> list[Path]:
                 info = path.lstat()
             except FileNotFoundError:
                 continue
-            if (stat.S_ISREG(info.st_mode) or stat.S_ISLNK(info.st_mode)) and info.st_mtime < cutoff:
+            if (
+                stat.S_ISREG(info.st_mode) or stat.S_ISLNK(info.st_mode)
+            ) and info.st_mtime < cutoff:
                 found.append(path)
     return sorted(found)
 
@@ -79,7 +81,10 @@ def prune(cfg: Config, now: dt.datetime | None = None) -> dict:
     r = cfg.retention
     raw_before = _stamp(now - dt.timedelta(days=r.raw_hl7_days))
     queue_before = _stamp(now - dt.timedelta(days=r.queue_copies_days))
-    files = old_working_files(cfg.store.data_dir / WORK_DIR, now - max(dt.timedelta(days=r.working_files_days), MIN_FILE_AGE))
+    files = old_working_files(
+        cfg.store.data_dir / WORK_DIR,
+        now - max(dt.timedelta(days=r.working_files_days), MIN_FILE_AGE),
+    )
     key = audit.read_key(cfg.audit.key_file)
     conn = open_store(cfg.store.path)
     try:
@@ -97,9 +102,15 @@ def prune(cfg: Config, now: dt.datetime | None = None) -> dict:
             counts = asdict(pruned)
             if any(counts.values()):
                 audit.record(
-                    conn, key, "retention.pruned", "retention", at=now,
-                    raw_hl7_days=r.raw_hl7_days, working_files_days=r.working_files_days,
-                    queue_copies_days=r.queue_copies_days, **counts,
+                    conn,
+                    key,
+                    "retention.pruned",
+                    "retention",
+                    at=now,
+                    raw_hl7_days=r.raw_hl7_days,
+                    working_files_days=r.working_files_days,
+                    queue_copies_days=r.queue_copies_days,
+                    **counts,
                 )
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # old pages leave the write-ahead log too
     finally:

@@ -61,10 +61,13 @@ class PullResult:
 
 
 class Refusal(Exception):
-    def __init__(self, reason: str, signer: str | None = None) -> None:
+    """``reason`` is free of document content (logs, audit, status, output); ``detail`` may quote
+    the document (schema messages) and is kept in exchange_quarantine.detail only."""
+
+    def __init__(self, reason: str, detail: str | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
-        self.signer = signer
+        self.detail = detail or reason
 
 
 def pull_returns(cfg: Config, drop: transport.Drop | None = None) -> PullResult:
@@ -148,7 +151,9 @@ def _one(
         try:
             ret = _checked(cfg, conn, parsed.return_id, plaintext)
         except Refusal as e:
-            _refuse_file(conn, audit_key, shown, file_hash, data, e.reason, opened.signer, result)
+            _refuse_file(
+                conn, audit_key, shown, file_hash, data, e.reason, opened.signer, result, e.detail
+            )
         else:
             _accept(
                 conn,
@@ -178,7 +183,7 @@ def _checked(
     try:
         ret = parse_return(plaintext)
     except DocumentRefused as e:
-        raise Refusal(str(e)) from None
+        raise Refusal(e.summary, str(e)) from None
     if ret.practice_id != cfg.practice.id:
         raise Refusal("return is for another practice")
     if ret.return_id != name_return_id:
@@ -289,7 +294,9 @@ def _refuse_file(
     reason: str,
     signer: str | None,
     result: PullResult,
+    detail: str | None = None,
 ) -> None:
+    detail = detail or reason
     with transaction(conn):
         conn.execute(
             "INSERT INTO return_file (content_hash, name, size, received_at, status, reason, signer)"
@@ -297,8 +304,9 @@ def _refuse_file(
             (file_hash, shown, len(data), stamp(), reason, signer),
         )
         conn.execute(
-            "INSERT INTO exchange_quarantine (at, direction, name, content_hash, reason, content) VALUES (?, 'inbound', ?, ?, ?, ?)",
-            (stamp(), shown, file_hash, reason, data),
+            "INSERT INTO exchange_quarantine (at, direction, name, content_hash, reason, detail, content)"
+            " VALUES (?, 'inbound', ?, ?, ?, ?, ?)",
+            (stamp(), shown, file_hash, reason, detail, data),
         )
         audit.record(
             conn, audit_key, "file.refused", file_hash, file=shown, reason=reason, signer=signer

@@ -140,7 +140,9 @@ class Service:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.stop = threading.Event()  # set by SIGTERM/SIGINT; also tells the listener to stop
-        self.stopping = threading.Event()  # set once shutdown began: jobs not yet started are skipped
+        self.stopping = (
+            threading.Event()
+        )  # set once shutdown began: jobs not yet started are skipped
         self.listener_error = False
 
     def run_scheduled(self, job: jobs.Job) -> None:
@@ -154,13 +156,23 @@ class Service:
 
     def on_event(self, event: JobEvent) -> None:
         if event.code == EVENT_JOB_MISSED:
-            logs.event(log, "job.missed", level=logging.WARNING, job=event.job_id,
-                       scheduled=str(getattr(event, "scheduled_run_time", "")))
+            logs.event(
+                log,
+                "job.missed",
+                level=logging.WARNING,
+                job=event.job_id,
+                scheduled=str(getattr(event, "scheduled_run_time", "")),
+            )
         elif event.code == EVENT_JOB_MAX_INSTANCES:
             logs.event(log, "job.still_running", level=logging.WARNING, job=event.job_id)
         else:
-            logs.event(log, "job.error", level=logging.ERROR, job=event.job_id,
-                       error_type=type(getattr(event, "exception", None)).__name__)
+            logs.event(
+                log,
+                "job.error",
+                level=logging.ERROR,
+                job=event.job_id,
+                error_type=type(getattr(event, "exception", None)).__name__,
+            )
 
     def on_signal(self, signum: int, frame: Any) -> None:
         self.stop.set()  # the main thread only polls this flag, never waits on it
@@ -183,9 +195,16 @@ class Service:
         except AttributeError:
             listen = None
         if listen is None:
-            logs.event(log, "service.listener_not_built", level=logging.WARNING, entry=f"{module_name}.{function}")
+            logs.event(
+                log,
+                "service.listener_not_built",
+                level=logging.WARNING,
+                entry=f"{module_name}.{function}",
+            )
             return None
-        thread = threading.Thread(target=self.listen, args=(listen,), name="mllp-listener", daemon=True)
+        thread = threading.Thread(
+            target=self.listen, args=(listen,), name="mllp-listener", daemon=True
+        )
         thread.start()
         return thread
 
@@ -209,18 +228,30 @@ class Service:
                 logs.event(log, "job.interrupted", level=logging.WARNING, job=job_id, run=run_id)
             _quiet_apscheduler()
             scheduler = build_scheduler(cfg, self.run_scheduled, due, now)
-            scheduler.add_listener(self.on_event, EVENT_JOB_ERROR | EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES)
+            scheduler.add_listener(
+                self.on_event, EVENT_JOB_ERROR | EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES
+            )
             scheduler.start()
             listener = self.start_listener()
-            logs.event(log, "service.started", pid=os.getpid(), jobs=len(scheduler.get_jobs()),
-                       due_at_start=",".join(due), listener=listener is not None)
+            logs.event(
+                log,
+                "service.started",
+                pid=os.getpid(),
+                jobs=len(scheduler.get_jobs()),
+                due_at_start=",".join(due),
+                listener=listener is not None,
+            )
             while not self.stop.is_set():
                 if listener is not None and not listener.is_alive():
                     self.listener_error = True
                     logs.event(log, "service.listener_stopped", level=logging.ERROR)
                     break
                 time.sleep(POLL_SECONDS)
-            logs.event(log, "service.stopping", reason="listener stopped" if self.listener_error else "signal")
+            logs.event(
+                log,
+                "service.stopping",
+                reason="listener stopped" if self.listener_error else "signal",
+            )
             self.stopping.set()
             self.stop.set()
             scheduler.shutdown(wait=True)  # the job in hand finishes; queued ones are skipped

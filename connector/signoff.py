@@ -72,8 +72,9 @@ def record_signature(conn: sqlite3.Connection, key: bytes, sig: Signature, now: 
     else:
         row = conn.execute("SELECT * FROM patient_month WHERE mrn = ? AND month = ?", (sig.mrn, sig.month)).fetchone()
         if row is None:
-            raise InputError(f"patient-month {sig.mrn} {sig.month}: not reconciled yet (run `ccm-connector reconcile --month {sig.month}`)")
-    where = f"patient-month {row['mrn']} {row['month']}"
+            raise InputError(f"that patient-month of {sig.month} is not reconciled yet (run `ccm-connector reconcile --month {sig.month}`)")
+    # Error messages reach stderr and logs: name the month, never the patient.
+    where = f"the patient-month of {row['month']}"
     if row["state"] in ("released",):
         raise InputError(f"{where}: already released to billing; void it first (`ccm-connector billing void`)")
     if row["state"] == "not_billable" and sig.outcome == "approved":

@@ -405,6 +405,7 @@ class Message:
         charset: str,
         content_hash: str,
         notes: tuple[str, ...],
+        header: Header | None = None,
     ) -> None:
         self.index = index
         self.raw = raw
@@ -413,7 +414,7 @@ class Message:
         self.charset = charset
         self.content_hash = content_hash
         self.notes = notes
-        self.header = _header_from_fields(segments[0].fields, delimiters, charset)
+        self.header = header or _header_from_fields(segments[0].fields, delimiters, charset)
 
     def __repr__(self) -> str:
         return f"<Message {self.index} {self.type} {len(self.segments)} segments>"
@@ -609,7 +610,7 @@ def _message(lines: list[bytes], index: int, had_bom: bool, raw: bytes | None = 
         raise ReadError("MSH-9: message type missing", header)
     if not segments[0].get(10):
         raise ReadError("MSH-10: message control id missing", header)
-    return Message(index, raw if raw is not None else body, segments, d, used, hashlib.sha256(body).hexdigest(), tuple(notes))
+    return Message(index, raw if raw is not None else body, segments, d, used, hashlib.sha256(body).hexdigest(), tuple(notes), header)
 
 
 def _peek(msh: bytes, d: Delimiters) -> Header | None:

@@ -97,14 +97,14 @@ class _Context:
 def apply(message: Message, profile: Profile, zone: ZoneInfo) -> Result:
     ctx = _Context(message, profile, zone)
     try:
+        builders = profile.messages.get(message.type.upper())
+        if builders is None:
+            raise Ignore(f"MSH-9: message type {_shown(message.type)} is not mapped by profile {profile.name}")
         processing = message.processing_id.upper()
         if profile.header.processing_ids and processing not in profile.header.processing_ids:
             raise Ignore(f"MSH-11: processing id {_shown(processing) or '(empty)'} is not mapped by profile {profile.name}")
         if profile.header.versions and message.version not in profile.header.versions:
             raise Reject(f"MSH-12: version {_shown(message.version) or '(empty)'} is not accepted by profile {profile.name}")
-        builders = profile.messages.get(message.type.upper())
-        if builders is None:
-            raise Ignore(f"MSH-9: message type {_shown(message.type)} is not mapped by profile {profile.name}")
         records: list[Record] = []
         for name in builders:
             records.extend(BUILDERS[name](ctx))

@@ -51,6 +51,16 @@ class DocumentRefused(Exception):
             reason + ("" if not self.problems else ": " + "; ".join(map(str, self.problems[:5])))
         )
 
+    @property
+    def summary(self) -> str:
+        """The reason without any text from the document (schema messages quote values): for
+        logs, the audit chain and one-line outputs."""
+        if not self.problems:
+            return self.reason
+        first = next((p.line for p in self.problems if p.line), None)
+        where = f", first at line {first}" if first else ""
+        return f"{self.reason} ({len(self.problems)} problem(s){where})"
+
 
 def safe_parser(**extra: object) -> etree.XMLParser:
     return etree.XMLParser(**SAFE_OPTIONS, **extra)

@@ -20,7 +20,9 @@ CREATE TABLE inbound_message (
     resends       INTEGER NOT NULL DEFAULT 0,  -- identical resends acknowledged without processing
     UNIQUE (sender, control_id, content_hash)
 );
-CREATE INDEX inbound_message_status ON inbound_message (status);
+-- Only the messages that need a person are indexed by status, so a mapped message's commit
+-- touches one page fewer (intake throughput is bound by pages written per commit).
+CREATE INDEX inbound_message_attention ON inbound_message (status) WHERE status IN ('rejected', 'conflict');
 
 -- Anything that could not even be read as a message (no MSH, bad framing, bad bytes).
 CREATE TABLE quarantine (
@@ -41,7 +43,7 @@ CREATE TABLE patient (
     sex         TEXT,
     mbi         TEXT,
     message_id  INTEGER REFERENCES inbound_message (id)
-);
+) WITHOUT ROWID;
 
 CREATE TABLE problem (
     mrn         TEXT NOT NULL,
@@ -50,7 +52,7 @@ CREATE TABLE problem (
     status      TEXT NOT NULL,
     message_id  INTEGER REFERENCES inbound_message (id),
     PRIMARY KEY (mrn, code, system)
-);
+) WITHOUT ROWID;
 
 -- One row per code of a Service record; a credit line (FT1-6 CD) deletes the matching rows.
 -- (mrn, date, code, practitioner_npi) is unique; the intake checks it with IS, since a
@@ -76,7 +78,7 @@ CREATE TABLE stay (
     visit_id    TEXT,
     message_id  INTEGER REFERENCES inbound_message (id),
     PRIMARY KEY (mrn, admitted, kind)
-);
+) WITHOUT ROWID;
 
 CREATE TABLE consent (
     id               INTEGER PRIMARY KEY,
@@ -99,7 +101,7 @@ CREATE TABLE touchpoint (
     activity        TEXT NOT NULL,
     summary         TEXT NOT NULL,
     message_id      INTEGER REFERENCES inbound_message (id)
-);
+) WITHOUT ROWID;
 CREATE INDEX touchpoint_mrn ON touchpoint (mrn, start_utc);
 
 CREATE TABLE care_plan (
@@ -110,7 +112,7 @@ CREATE TABLE care_plan (
     shared_on    TEXT,
     reviewed_on  TEXT,
     message_id   INTEGER REFERENCES inbound_message (id)
-);
+) WITHOUT ROWID;
 CREATE INDEX care_plan_mrn ON care_plan (mrn, date);
 
 -- ADT^A40: records of a retired MRN are moved to the survivor, and records that arrive later
@@ -119,5 +121,5 @@ CREATE TABLE mrn_merge (
     retired_mrn    TEXT PRIMARY KEY,
     surviving_mrn  TEXT NOT NULL,
     message_id     INTEGER REFERENCES inbound_message (id)
-);
+) WITHOUT ROWID;
 CREATE INDEX mrn_merge_surviving ON mrn_merge (surviving_mrn);

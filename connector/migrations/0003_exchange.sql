@@ -39,7 +39,7 @@ CREATE TABLE return_file (
     size          INTEGER NOT NULL,
     received_at   TEXT NOT NULL,
     status        TEXT NOT NULL CHECK (status IN ('accepted', 'refused')),
-    reason        TEXT,                       -- why refused (no content)
+    reason        TEXT,                       -- why refused, without document content
     signer        TEXT,                       -- signing fingerprint, when known
     return_id     TEXT UNIQUE,                -- set for accepted returns only
     document_hash TEXT,                       -- sha256 of the decrypted XML (accepted only)
@@ -93,7 +93,8 @@ CREATE TABLE exchange_quarantine (
     direction     TEXT NOT NULL CHECK (direction IN ('inbound', 'outbound')),
     name          TEXT NOT NULL,              -- printable form of the file name
     content_hash  TEXT,                       -- NULL when the file was never read (bad name)
-    reason        TEXT NOT NULL,
+    reason        TEXT NOT NULL,              -- why, without document content (status and reports show it)
+    detail        TEXT,                       -- the full parser/schema messages (may quote the document)
     content       BLOB                        -- the file as received (still encrypted)
 );
 CREATE INDEX exchange_quarantine_name ON exchange_quarantine (name);

@@ -8,13 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import hl7 as python_hl7
 import pytest
+from billing_fixtures import NPI, add_patient, add_return, add_touchpoint
 from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.parser import parse_message
 from lxml import etree
 
-from billing_fixtures import NPI, add_patient, add_return, add_touchpoint
+import hl7 as python_hl7
 from ccm_connector.billing import close_month, transaction_id, void
 from ccm_connector.config import load_config
 from ccm_connector.documentation import schema

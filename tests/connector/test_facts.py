@@ -7,6 +7,7 @@ from datetime import date
 from typing import Any
 
 import pytest
+
 from ccm_connector.facts import (
     Decision,
     FactsError,

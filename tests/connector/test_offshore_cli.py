@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from ccm_connector.cli import main as connector_main
 from ccm_connector.config import load_config
 from ccm_connector.offshore_cli import main as offshore_main
@@ -163,3 +164,26 @@ def test_bad_offshore_configuration_exits_2(tmp_path, capsys):
     assert (
         "[team] practice_id" in err and "[drop] kind" in err and "[pgp]: section is missing" in err
     )
+
+
+def test_a_push_interrupted_during_upload_re_sends_the_same_sealed_bytes(instance, tmp_path):
+    from ccm_connector.offshore_cli import load_ledger, push
+    from ccm_connector.sftp import transport
+
+    cfg = load_offshore_config(instance / "partner" / "offshore.toml")
+    ret = the_return(instance, tmp_path)
+
+    class Dropped(transport.LocalDrop):
+        def publish(self, folder, name, data):
+            raise transport.TransportError("connection dropped")
+
+    with pytest.raises(Exception, match="connection dropped"):
+        push(cfg, str(ret), drop=Dropped(instance / "drop"))
+    record = load_ledger(cfg.team.work_dir)["pushed"]["R-0001"]
+    assert record["status"] == "sealed"
+    kept = (cfg.team.work_dir / ".outbox" / "rt_LOCALDEMO_R-0001.pgp").read_bytes()
+    assert "sent" in push(cfg, str(ret))
+    sent = (instance / "drop" / "returns" / "rt_LOCALDEMO_R-0001.pgp").read_bytes()
+    assert sent == kept
+    assert load_ledger(cfg.team.work_dir)["pushed"]["R-0001"]["status"] == "sent"
+    assert not (cfg.team.work_dir / ".outbox" / "rt_LOCALDEMO_R-0001.pgp").exists()

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from ccm_connector import audit
 from ccm_connector.cli import main as cli_main
 from ccm_connector.config import load_config

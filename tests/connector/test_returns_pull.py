@@ -5,11 +5,13 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import logging
 import sys
 from pathlib import Path
 
 import pytest
-from ccm_connector import audit
+
+from ccm_connector import audit, logs
 from ccm_connector.cli import main as cli_main
 from ccm_connector.config import load_config
 from ccm_connector.instance import with_values
@@ -158,7 +160,7 @@ def test_a_replayed_return_is_refused(instance):
     drop_return(instance, "rt_LOCALDEMO_R-0002.pgp", sealed)
     # the same return re-encrypted (new ciphertext, same return id)
     drop_return(instance, "rt_LOCALDEMO_R-0001.pgp", seal_as_partner(instance, support.a_return(p)))
-    # a new return id that re-uses an entry id
+    # a new return that re-uses an entry id: stored, for reconciliation to exclude (DUPLICATE_ENTRY)
     drop_return(
         instance,
         "rt_LOCALDEMO_R-0003.pgp",
@@ -166,12 +168,13 @@ def test_a_replayed_return_is_refused(instance):
     )
     result = pull_returns(cfg)
     reasons = dict(result.refused)
-    assert result.accepted == []
-    assert "replay" in reasons["rt_LOCALDEMO_R-0002.pgp"]
-    assert "replay: return R-0001" in reasons["rt_LOCALDEMO_R-0001.pgp"]
-    assert "replay: entry E-1" in reasons["rt_LOCALDEMO_R-0003.pgp"]
-    assert len(rows(cfg, "SELECT * FROM return_entry")) == 1
-    assert len(rows(cfg, "SELECT * FROM exchange_quarantine")) == 3
+    assert result.accepted == ["R-0003"]
+    assert set(reasons) == {"rt_LOCALDEMO_R-0001.pgp", "rt_LOCALDEMO_R-0002.pgp"}
+    assert "replay: the same file was already received" in reasons["rt_LOCALDEMO_R-0002.pgp"]
+    assert "replay: return R-0001 was already ingested" in reasons["rt_LOCALDEMO_R-0001.pgp"]
+    entries = rows(cfg, "SELECT entry_id, return_file_id FROM return_entry ORDER BY return_file_id")
+    assert [e["entry_id"] for e in entries] == ["E-1", "E-1"]
+    assert len(rows(cfg, "SELECT * FROM exchange_quarantine")) == 2
     assert workdir_empty(cfg)
 
 
@@ -304,3 +307,37 @@ def test_cli_returns_pull_exit_codes(instance, capsys):
     out = capsys.readouterr().out
     assert "1 refused" in out and "rt_LOCALDEMO_R-0001.pgp: decryption failed" in out
     assert cfg.store.path.exists()
+
+
+def test_schema_messages_quoting_the_document_stay_out_of_logs_audit_and_output(instance):
+    cfg = cfg_of(instance)
+    bad = support.a_return(patient_pseudonym(cfg)).replace(
+        f'patient="{patient_pseudonym(cfg)}"'.encode(), b'patient="Quentin Zebrowski"', 1
+    )
+    drop_return(instance, "rt_LOCALDEMO_R-0001.pgp", seal_as_partner(instance, bad))
+    lines: list[str] = []
+
+    class Capture(logging.Handler):
+        def emit(self, record):
+            lines.append(logs.JsonLines().format(record))
+
+    handler = Capture()
+    root = logging.getLogger(logs.ROOT)
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        result = pull_returns(cfg)
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+    [(_, reason)] = result.refused
+    assert "schema" in reason and "line" in reason and "Zebrowski" not in reason
+    assert any("return.refused" in line for line in lines)
+    assert not any("Zebrowski" in line for line in lines)
+    assert all("Zebrowski" not in r["detail"] for r in rows(cfg, "SELECT detail FROM audit_event"))
+    [file] = rows(cfg, "SELECT reason FROM return_file")
+    assert "Zebrowski" not in file["reason"]  # status and reports show this one
+    [q] = rows(cfg, "SELECT reason, detail FROM exchange_quarantine")
+    assert "Zebrowski" not in q["reason"]
+    assert "Zebrowski" in q["detail"], "the full schema message is kept for investigation"

@@ -20,6 +20,7 @@ from datetime import date
 from typing import Any
 
 import pytest
+
 from ccm_connector.facts import CARE_PLAN_ELEMENTS, Decision, facts_from_json
 from ccm_connector.rules import (
     RuleSetError,

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from ccm_connector.rules_cli import rules_check
 
 NPI = "1234567893"

@@ -8,10 +8,11 @@ import json
 from datetime import date, timedelta
 from typing import Any
 
-from ccm_connector.facts import CARE_PLAN_ELEMENTS, Decision, Facts, facts_from_json
-from ccm_connector.rules import RuleSet, decide, exclusion_reasons, rule_set_for
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+
+from ccm_connector.facts import CARE_PLAN_ELEMENTS, Decision, Facts, facts_from_json
+from ccm_connector.rules import RuleSet, decide, exclusion_reasons, rule_set_for
 
 BILLER = "1234567893"
 OTHER = "1245319599"

@@ -29,7 +29,16 @@ from ccm_connector.store import open_store
 DRIVER = Path(__file__).with_name("service_driver.py")
 CLI = Path(sys.executable).parent / "ccm-connector"
 BOUND = 20.0
-ORDER = ["inbox", "returns_pull", "reconcile", "dispatch", "close_month", "queue_export", "key_expiry", "retention"]
+ORDER = [
+    "inbox",
+    "returns_pull",
+    "reconcile",
+    "dispatch",
+    "close_month",
+    "queue_export",
+    "key_expiry",
+    "retention",
+]
 
 
 def wait_for(what: str, predicate: Callable[[], object], timeout: float = BOUND) -> object:
@@ -49,11 +58,18 @@ class Run:
     def __init__(self, instance: Path, marks: Path, block: str = "", listener: str = "ok") -> None:
         self.instance, self.marks = instance, marks
         self.stderr_path = marks / f"stderr-{time.monotonic_ns()}.log"
-        env = {**os.environ, "CCM_TEST_MARKS": str(marks), "CCM_TEST_BLOCK": block, "CCM_TEST_LISTENER": listener}
+        env = {
+            **os.environ,
+            "CCM_TEST_MARKS": str(marks),
+            "CCM_TEST_BLOCK": block,
+            "CCM_TEST_LISTENER": listener,
+        }
         with open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(
                 [sys.executable, str(DRIVER), "--config", str(instance / "connector.toml"), "run"],
-                stdout=subprocess.DEVNULL, stderr=err, env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                env=env,
             )
 
     def events(self) -> list[dict]:
@@ -139,15 +155,22 @@ def test_the_lock_names_its_holder(instance: Path) -> None:
     service.acquire_lock(cfg).release()  # free again once released
 
 
-def test_a_second_run_says_who_holds_the_store_and_exits_1(instance: Path, marks: Path, runs: list[Run]) -> None:
+def test_a_second_run_says_who_holds_the_store_and_exits_1(
+    instance: Path, marks: Path, runs: list[Run]
+) -> None:
     first = Run(instance, marks)
     runs.append(first)
     first.wait_logged("service.started")
     second = subprocess.run(
-        [str(CLI), "--config", str(instance / "connector.toml"), "run"], capture_output=True, text=True, timeout=BOUND
+        [str(CLI), "--config", str(instance / "connector.toml"), "run"],
+        capture_output=True,
+        text=True,
+        timeout=BOUND,
     )
     assert second.returncode == 1
-    assert f"already running: pid {first.proc.pid} on {socket.gethostname()} since " in second.stderr
+    assert (
+        f"already running: pid {first.proc.pid} on {socket.gethostname()} since " in second.stderr
+    )
     assert f"(lock {instance / 'data' / 'connector.db.lock'})" in second.stderr
     assert first.proc.poll() is None  # the holder is undisturbed
     assert first.stop() == 0
@@ -156,10 +179,15 @@ def test_a_second_run_says_who_holds_the_store_and_exits_1(instance: Path, marks
 # --- SIGTERM -------------------------------------------------------------------------------------
 
 
-def test_sigterm_finishes_the_job_in_hand_starts_no_other_and_exits_0(instance: Path, marks: Path, runs: list[Run]) -> None:
+def test_sigterm_finishes_the_job_in_hand_starts_no_other_and_exits_0(
+    instance: Path, marks: Path, runs: list[Run]
+) -> None:
     run = Run(instance, marks, block="queue_export")
     runs.append(run)
-    wait_for("queue_export to start", lambda: started(marks, "queue_export") or run.proc.poll() is not None)
+    wait_for(
+        "queue_export to start",
+        lambda: started(marks, "queue_export") or run.proc.poll() is not None,
+    )
     run.wait_logged("service.started")
     run.proc.send_signal(signal.SIGTERM)
     run.wait_logged("service.stopping")
@@ -176,7 +204,9 @@ def test_sigterm_finishes_the_job_in_hand_starts_no_other_and_exits_0(instance: 
     assert run.logged("service.stopped")
 
 
-def test_the_service_exits_1_when_its_listener_fails(instance: Path, marks: Path, runs: list[Run]) -> None:
+def test_the_service_exits_1_when_its_listener_fails(
+    instance: Path, marks: Path, runs: list[Run]
+) -> None:
     run = Run(instance, marks, listener="fail")
     runs.append(run)
     assert run.exit_code() == 1
@@ -188,7 +218,9 @@ def test_the_service_exits_1_when_its_listener_fails(instance: Path, marks: Path
 
 
 @pytest.mark.parametrize("job", ORDER)
-def test_sigkill_mid_job_then_the_next_start_resumes_it(instance: Path, marks: Path, runs: list[Run], job: str) -> None:
+def test_sigkill_mid_job_then_the_next_start_resumes_it(
+    instance: Path, marks: Path, runs: list[Run], job: str
+) -> None:
     killed = Run(instance, marks, block=job)
     runs.append(killed)
     wait_for(f"{job} to start", lambda: started(marks, job) or killed.proc.poll() is not None)
@@ -206,7 +238,10 @@ def test_sigkill_mid_job_then_the_next_start_resumes_it(instance: Path, marks: P
     runs.append(resumed)
 
     def finished_again() -> bool:
-        return any(r["job"] == job and r["id"] > interrupted_id and r["outcome"] == "ok" for r in job_rows(instance))
+        return any(
+            r["job"] == job and r["id"] > interrupted_id and r["outcome"] == "ok"
+            for r in job_rows(instance)
+        )
 
     wait_for(f"{job} to be resumed", lambda: finished_again() or resumed.proc.poll() is not None)
     assert finished_again(), resumed.stderr_path.read_text()[-3000:]
@@ -218,7 +253,10 @@ def test_sigkill_mid_job_then_the_next_start_resumes_it(instance: Path, marks: P
     assert (marks / f"{job}.done").exists()
     cfg = load_config(config)
     conn = open_store(cfg.store.path)
-    assert [r["subject"] for r in conn.execute("SELECT subject FROM audit_event WHERE kind = 'job.interrupted'")] == [job]
+    assert [
+        r["subject"]
+        for r in conn.execute("SELECT subject FROM audit_event WHERE kind = 'job.interrupted'")
+    ] == [job]
     assert audit.verify(conn, audit.read_key(cfg.audit.key_file)).ok
 
 
@@ -228,7 +266,9 @@ def test_sigkill_mid_job_then_the_next_start_resumes_it(instance: Path, marks: P
 def test_the_scheduler_uses_memory_one_worker_and_explicit_misfire_rules(instance: Path) -> None:
     cfg = load_config(instance / "connector.toml")
     now = dt.datetime(2026, 11, 2, 12, tzinfo=dt.UTC)
-    scheduler = service.build_scheduler(cfg, lambda job: None, {"inbox": "poll", "retention": "missed"}, now)
+    scheduler = service.build_scheduler(
+        cfg, lambda job: None, {"inbox": "poll", "retention": "missed"}, now
+    )
     assert isinstance(scheduler._jobstores["default"], MemoryJobStore)
     executor = scheduler._executors["default"]
     assert isinstance(executor, ThreadPoolExecutor) and executor._pool._max_workers == 1
@@ -242,7 +282,9 @@ def test_the_scheduler_uses_memory_one_worker_and_explicit_misfire_rules(instanc
             assert job.misfire_grace_time == spec[job_id].misfire_grace_seconds
             assert str(job.trigger) == str(spec[job_id].trigger)
         assert by_id["inbox"].next_run_time == now
-        assert by_id["retention"].next_run_time == now + dt.timedelta(milliseconds=ORDER.index("retention"))
+        assert by_id["retention"].next_run_time == now + dt.timedelta(
+            milliseconds=ORDER.index("retention")
+        )
         assert by_id["queue_export"].next_run_time > now
     finally:
         scheduler.shutdown(wait=False)

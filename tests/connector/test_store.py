@@ -8,7 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from ccm_connector.store import Migration, SchemaTooNew, connect, migrate, migrations, open_store, schema_version, transaction
+from ccm_connector.store import (
+    Migration,
+    SchemaTooNew,
+    connect,
+    migrate,
+    migrations,
+    open_store,
+    schema_version,
+    transaction,
+)
 
 
 def mode(path: Path) -> int:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 
-import hl7 as python_hl7
 import pytest
 
+import hl7 as python_hl7
 from ccm_connector.hl7 import ack, reader
 
 NOW = dt.datetime(2026, 11, 3, 16, 30, tzinfo=dt.UTC)

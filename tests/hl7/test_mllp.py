@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import os
 import signal
 import sqlite3
 import ssl
@@ -21,13 +20,13 @@ import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import hl7 as python_hl7
 import pytest
-from hl7.mllp import open_hl7_connection
 
+import hl7 as python_hl7
 from ccm_connector import audit
 from ccm_connector.config import load_config
 from ccm_connector.hl7 import ack, mllp, reader
+from hl7.mllp import open_hl7_connection
 
 NOW = dt.datetime(2026, 11, 3, 16, 30, tzinfo=dt.UTC)
 WAIT = 10.0  # seconds: the bound on every wait in this file

@@ -4,13 +4,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import hl7 as python_hl7
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import hl7 as python_hl7
 from ccm_connector.hl7 import reader
-from ccm_connector.hl7.reader import STANDARD, Delimiters, ReadError, escape, parse_delimiters, read_file, read_message, unescape
+from ccm_connector.hl7.reader import (
+    STANDARD,
+    Delimiters,
+    ReadError,
+    escape,
+    parse_delimiters,
+    read_file,
+    read_message,
+    unescape,
+)
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "hl7"
 

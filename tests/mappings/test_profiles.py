@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 
 from ccm_connector.errors import InputError
-from ccm_connector.mappings.profile import FieldRef, ProfileError, load_profile, parse_ref, profile_from_text, shipped_profiles
+from ccm_connector.mappings.profile import (
+    FieldRef,
+    ProfileError,
+    load_profile,
+    parse_ref,
+    profile_from_text,
+    shipped_profiles,
+)
 
 
 def shipped_text(name: str = "generic-2.5.1") -> str:

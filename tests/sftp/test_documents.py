@@ -6,10 +6,11 @@ import datetime as dt
 import sys
 
 import pytest
+from lxml import etree
+
 from ccm_connector.exchange_documents import parse_return
 from ccm_connector.sftp import documents
 from ccm_connector.sftp.documents import RETURN_NS, DocumentRefused
-from lxml import etree
 
 support = sys.modules["exchange_support"]
 PSEUDONYM = "P" + "A" * 26

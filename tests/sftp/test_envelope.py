@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 import pytest
+
 from ccm_connector.sftp import envelope
 
 support = sys.modules["exchange_support"]
@@ -131,3 +132,26 @@ def test_a_signed_but_unencrypted_message_is_refused(keys, workdir):
 
 def test_garbage_is_refused(keys, workdir):
     _assert_refused(keys, b"\x00not openpgp at all", workdir, "decryption failed")
+
+
+def test_key_facts_report_an_encryption_subkey_that_expires_before_its_primary(keys):
+    home = support.short_dir("u")
+    envelope.keyring.prepare_home(home)
+    try:
+        support.gpg_cli(
+            home,
+            "--passphrase",
+            "",
+            "--quick-gen-key",
+            "Sub <u@test.invalid>",
+            "ed25519",
+            "sign,cert",
+            "2y",
+        )
+        fpr = envelope.keyring.gpg_for(home).list_keys()[0]["fingerprint"]
+        support.gpg_cli(home, "--passphrase", "", "--quick-add-key", fpr, "cv25519", "encr", "10d")
+        facts = envelope.keyring.key_facts(home, fpr)
+    finally:
+        envelope.keyring.stop_agent(home)
+    assert facts is not None and not facts.expired
+    assert (facts.usable_until - facts.expires).days < -300

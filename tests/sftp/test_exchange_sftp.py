@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from ccm_connector import doctor
 from ccm_connector.cli import main as connector_main
 from ccm_connector.config import load_config

@@ -1,9 +1,10 @@
 from __future__ import annotations
 
 import pytest
-from ccm_connector.sftp import naming
 from hypothesis import given
 from hypothesis import strategies as st
+
+from ccm_connector.sftp import naming
 
 
 def test_queue_and_return_names_round_trip():

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import paramiko
 import pytest
+
 from ccm_connector.sftp import naming, transport
 
 support = sys.modules["exchange_support"]
