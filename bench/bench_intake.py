@@ -52,7 +52,9 @@ class BareReceiver:
         from ccm_connector.store import open_store
 
         self.conn = open_store(path)
-        self.conn.execute("CREATE TABLE IF NOT EXISTS bare (id INTEGER PRIMARY KEY, raw BLOB NOT NULL)")
+        self.conn.execute(
+            "CREATE TABLE IF NOT EXISTS bare (id INTEGER PRIMARY KEY, raw BLOB NOT NULL)"
+        )
 
     def frame(self, data: bytes, peer: str) -> bytes | None:
         self.conn.execute("BEGIN IMMEDIATE")
@@ -81,8 +83,14 @@ def serve(kind: str, folder: str, conn: mp.connection.Connection) -> None:
     if kind == "bare":
         receiver = BareReceiver(Path(folder) / "bare.db")
     else:
-        stage = intake.Intake(open_store(Path(folder) / "full.db"), load_profile("generic-2.5.1"), ZoneInfo("America/Chicago"), b"k" * 32)
+        stage = intake.Intake(
+            open_store(Path(folder) / "full.db"),
+            load_profile("generic-2.5.1"),
+            ZoneInfo("America/Chicago"),
+            b"k" * 32,
+        )
         receiver = intake.MllpReceiver(stage, 1_048_576)  # type: ignore[assignment]
+
     async def main() -> None:
         server = mllp.Server(receiver, "127.0.0.1", 0, mllp.Limits())  # type: ignore[arg-type]
         conn.send(await server.start())
@@ -92,7 +100,9 @@ def serve(kind: str, folder: str, conn: mp.connection.Connection) -> None:
     asyncio.run(main())
 
 
-async def alternate(ports: dict[str, int], messages: list[bytes], rounds: int) -> dict[str, list[float]]:
+async def alternate(
+    ports: dict[str, int], messages: list[bytes], rounds: int
+) -> dict[str, list[float]]:
     """One connection per loop; the loops take turns, chunk by chunk, so that load from anything
     else on the machine falls on both alike. Returns messages/s per chunk for each loop."""
     from ccm_connector.hl7 import mllp
@@ -166,7 +176,9 @@ def parse_costs(messages: list[bytes]) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--messages", type=int, default=4200, help="messages per loop (the first 200 warm up)")
+    parser.add_argument(
+        "--messages", type=int, default=4200, help="messages per loop (the first 200 warm up)"
+    )
     parser.add_argument("--rounds", type=int, default=8, help="chunks each loop takes in turn")
     args = parser.parse_args()
     messages = [touchpoint(n) for n in range(max(args.messages, 200 + args.rounds))]
@@ -178,10 +190,16 @@ def main() -> None:
     bare, full = statistics.median(rates["bare"]), statistics.median(rates["full"])
     ours, theirs = parse_costs(messages)
     timed = len(messages) - 200
-    print(f"MLLP intake on one connection per loop, ACK after a durable commit; {timed} timed messages per loop")
+    print(
+        f"MLLP intake on one connection per loop, ACK after a durable commit; {timed} timed messages per loop"
+    )
     print(f"in {args.rounds} alternating chunks after 200 warm-up; median of the chunks (min-max):")
-    print(f"  bare loop (store the raw frame only):             {bare:6.0f} messages/s ({min(rates['bare']):.0f}-{max(rates['bare']):.0f})")
-    print(f"  full intake (read, dedupe, map, records, audit):  {full:6.0f} messages/s ({min(rates['full']):.0f}-{max(rates['full']):.0f}); {stored} touchpoints stored")
+    print(
+        f"  bare loop (store the raw frame only):             {bare:6.0f} messages/s ({min(rates['bare']):.0f}-{max(rates['bare']):.0f})"
+    )
+    print(
+        f"  full intake (read, dedupe, map, records, audit):  {full:6.0f} messages/s ({min(rates['full']):.0f}-{max(rates['full']):.0f}); {stored} touchpoints stored"
+    )
     print(f"  full / bare: {full / bare:.0%}   (targets: >= 1000 messages/s and >= 40% of bare)")
     print("Reading and mapping one MDM^T02 touchpoint, in-process, no I/O:")
     print(f"  our reader + mapping:        {ours:6.0f} messages/s")

@@ -335,6 +335,13 @@ class Sftp:
 
 
 @dataclass(frozen=True)
+class BillingSftp(Sftp):
+    """The billing system's (or clearinghouse's) SFTP server, when [billing] delivery = "sftp"."""
+
+    folder: str = setting("charges", check=nonempty)
+
+
+@dataclass(frozen=True)
 class Billing:
     output_dir: Path = setting(check=file_path, required=True)
     delivery: str = setting("folder", check=one_of("folder", "sftp", "mllp"))
@@ -400,6 +407,7 @@ SECTIONS: dict[str, type] = {
     "drop": Drop,
     "sftp": Sftp,
     "billing": Billing,
+    "billing_sftp": BillingSftp,
     "signoff": Signoff,
     "schedule": Schedule,
     "retention": Retention,
@@ -423,6 +431,7 @@ class Config:
     drop: Drop
     sftp: Sftp
     billing: Billing
+    billing_sftp: BillingSftp
     signoff: Signoff
     schedule: Schedule
     retention: Retention
@@ -500,10 +509,13 @@ def _cross_checks(s: dict[str, Any]) -> list[str]:
         problems.append('[drop] local_path: required when kind = "local"')
     if drop.after_pickup == "move" and drop.processed_dir is None:
         problems.append('[drop] processed_dir: required when after_pickup = "move"')
-    if drop.kind == "sftp" or s["billing"].delivery == "sftp":
+    needs = [("sftp", sftp, "the drop uses SFTP")] if drop.kind == "sftp" else []
+    if s["billing"].delivery == "sftp":
+        needs.append(("billing_sftp", s["billing_sftp"], 'billing delivery = "sftp"'))
+    for section, values, why in needs:
         for key in ("host", "username", "private_key", "host_key_type", "host_key_fingerprint"):
-            if getattr(sftp, key) is None:
-                problems.append(f'[sftp] {key}: required when the drop or billing delivery uses SFTP')
+            if getattr(values, key) is None:
+                problems.append(f"[{section}] {key}: required when {why}")
     if s["billing"].delivery == "mllp" and s["billing"].mllp_host is None:
         problems.append('[billing] mllp_host: required when delivery = "mllp"')
     if s["signoff"].delivery == "mllp" and s["signoff"].ehr_mllp_host is None:

@@ -15,20 +15,18 @@ import os
 import sqlite3
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from . import logs
+from .config import Config, Drop
 from .hl7.ack import read_ack
 from .hl7.mllp import Client, ClientError
 from .hl7.reader import ReadError
 from .store import make_private_dir, transaction
 
-if TYPE_CHECKING:
-    from .config import Config
-
 log = logs.get_logger("delivery")
-FILE_KINDS = ("csv", "package")  # never sent over MLLP: always files
+FILE_KINDS = ("csv", "package")  # files, never MLLP messages
 BACKOFF_SECONDS = (1, 2, 5, 10, 30)
+_SFTP_DROP = Drop(kind="sftp")
 PENDING = "SELECT * FROM outbound WHERE status = 'pending' AND kind IN (SELECT value FROM json_each(?)) ORDER BY id"
 
 
@@ -106,7 +104,8 @@ def deliver_pending(
         rows = conn.execute(PENDING, kinds_json).fetchall()
         if not rows:
             break
-        files = [r for r in rows if mode == "folder" or r["kind"] in FILE_KINDS]
+        # MLLP carries HL7 only: CSV files and packages go to the folder then.
+        files = [r for r in rows if mode == "folder" or (mode == "mllp" and r["kind"] in FILE_KINDS)]
         for row in files:
             write_atomically(folder, file_name(row), bytes(row["payload"]))
             _mark(conn, row["id"], True, None)
@@ -129,12 +128,20 @@ def deliver_pending(
 
 
 def _deliver_sftp(conn: sqlite3.Connection, rows: list[sqlite3.Row], cfg: Config | None) -> int:
-    from .sftp_delivery import upload_billing_files
+    """Publish to the billing system's SFTP server (temporary name, then rename; host key pinned)."""
+    from .exchange import drop_for
+    from .sftp import transport
 
     if cfg is None:
         raise ValueError("SFTP delivery needs the configuration")
     sent = 0
-    for row, error in upload_billing_files(cfg, [(file_name(r), bytes(r["payload"])) for r in rows]):
-        _mark(conn, [r for r in rows if file_name(r) == row][0]["id"], error is None, error)
-        sent += error is None
+    try:
+        with drop_for(_SFTP_DROP, cfg.billing_sftp) as drop:
+            for row in rows:
+                drop.publish(cfg.billing_sftp.folder, file_name(row), bytes(row["payload"]))
+                _mark(conn, row["id"], True, None)
+                sent += 1
+    except transport.TransportError as e:
+        for row in rows[sent:]:
+            _mark(conn, row["id"], False, f"SFTP: {type(e).__name__}")
     return sent

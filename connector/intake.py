@@ -59,7 +59,14 @@ from .store import make_private_dir, open_store, transaction
 
 log = logs.get_logger("intake")
 
-MAPPED, IGNORED, REJECTED, CONFLICT, DUPLICATE, UNREADABLE = "mapped", "ignored", "rejected", "conflict", "duplicate", "unreadable"
+MAPPED, IGNORED, REJECTED, CONFLICT, DUPLICATE, UNREADABLE = (
+    "mapped",
+    "ignored",
+    "rejected",
+    "conflict",
+    "duplicate",
+    "unreadable",
+)
 OUTCOMES = (MAPPED, IGNORED, REJECTED, CONFLICT, DUPLICATE, UNREADABLE)
 MAX_FILE_BYTES = 256 * 1_048_576
 MAX_INBOX_FILES = 1000  # per pickup run; the rest wait for the next run
@@ -133,7 +140,9 @@ class Intake:
             ).fetchall()
             same = next((r for r in rows if r["content_hash"] == message.content_hash), None)
             if same is not None:
-                conn.execute("UPDATE inbound_message SET resends = resends + 1 WHERE id = ?", (same["id"],))
+                conn.execute(
+                    "UPDATE inbound_message SET resends = resends + 1 WHERE id = ?", (same["id"],)
+                )
                 outcome = Outcome(
                     DUPLICATE,
                     same["ack_code"],
@@ -145,20 +154,41 @@ class Intake:
                 self._audit(conn, f"inbound_message:{same['id']}", outcome, source, now)
             elif rows:
                 reason = f"MSH-10 already used by this sender for message {rows[0]['id']} with different content; stored for review, not mapped"
-                message_id = self._insert_message(conn, message, source, now, CONFLICT, reason, acks.ERROR, 0)
-                outcome = Outcome(CONFLICT, acks.ERROR, reason, message_id, control_id=message.control_id, message_type=message.type)
+                message_id = self._insert_message(
+                    conn, message, source, now, CONFLICT, reason, acks.ERROR, 0
+                )
+                outcome = Outcome(
+                    CONFLICT,
+                    acks.ERROR,
+                    reason,
+                    message_id,
+                    control_id=message.control_id,
+                    message_type=message.type,
+                )
                 self._audit(conn, f"inbound_message:{message_id}", outcome, source, now)
             else:
                 outcome = self._map_and_store(conn, message, source, now)
         self._log(outcome, source)
         return outcome
 
-    def _map_and_store(self, conn: sqlite3.Connection, message: reader.Message, source: str, now: dt.datetime) -> Outcome:
+    def _map_and_store(
+        self, conn: sqlite3.Connection, message: reader.Message, source: str, now: dt.datetime
+    ) -> Outcome:
         try:
             result = mapping.apply(message, self.profile, self.zone)
         except Exception as e:  # a bug in a builder must not stop the line; the raw message is kept
-            logs.event(log, "hl7.mapping_failed", level=40, exc_info=True, control_id=message.control_id, error=type(e).__name__)
-            result = mapping.Result(mapping.REJECTED, f"internal error while mapping ({type(e).__name__}); reported in the log")
+            logs.event(
+                log,
+                "hl7.mapping_failed",
+                level=40,
+                exc_info=True,
+                control_id=message.control_id,
+                error=type(e).__name__,
+            )
+            result = mapping.Result(
+                mapping.REJECTED,
+                f"internal error while mapping ({type(e).__name__}); reported in the log",
+            )
         status, reason = result.action, result.reason
         if status == mapping.MAPPED and result.warnings:
             reason = "; ".join(result.warnings)
@@ -178,19 +208,51 @@ class Intake:
                     "UPDATE inbound_message SET status = ?, reason = ?, ack_code = ?, records = 0 WHERE id = ?",
                     (status, reason, code, message_id),
                 )
-        outcome = Outcome(status, code, reason, message_id, control_id=message.control_id, message_type=message.type, records=stored)
+        outcome = Outcome(
+            status,
+            code,
+            reason,
+            message_id,
+            control_id=message.control_id,
+            message_type=message.type,
+            records=stored,
+        )
         self._audit(conn, f"inbound_message:{message_id}", outcome, source, now)
         return outcome
 
-    def _insert_message(self, conn: sqlite3.Connection, message: reader.Message, source: str, now: dt.datetime, status: str, reason: str | None, code: str, records: int) -> int:
+    def _insert_message(
+        self,
+        conn: sqlite3.Connection,
+        message: reader.Message,
+        source: str,
+        now: dt.datetime,
+        status: str,
+        reason: str | None,
+        code: str,
+        records: int,
+    ) -> int:
         cur = conn.execute(
             "INSERT INTO inbound_message (sender, control_id, content_hash, received_at, source, message_type, raw, status, reason, ack_code, records)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (message.sender, message.control_id, message.content_hash, _iso(now), source, message.type, message.raw, status, reason, code, records),
+            (
+                message.sender,
+                message.control_id,
+                message.content_hash,
+                _iso(now),
+                source,
+                message.type,
+                message.raw,
+                status,
+                reason,
+                code,
+                records,
+            ),
         )
         return int(cur.lastrowid)  # type: ignore[arg-type]
 
-    def quarantine(self, content: bytes, size: int, source: str, reason: str, control_id: str | None = None) -> Outcome:
+    def quarantine(
+        self, content: bytes, size: int, source: str, reason: str, control_id: str | None = None
+    ) -> Outcome:
         now = self.clock()
         with transaction(self.conn) as conn:
             cur = conn.execute(
@@ -198,12 +260,21 @@ class Intake:
                 (_iso(now), source, reason, control_id or None, size, content),
             )
             qid = int(cur.lastrowid)  # type: ignore[arg-type]
-            outcome = Outcome(UNREADABLE, acks.REJECT, reason, quarantine_id=qid, control_id=control_id or None)
+            outcome = Outcome(
+                UNREADABLE, acks.REJECT, reason, quarantine_id=qid, control_id=control_id or None
+            )
             self._audit(conn, f"quarantine:{qid}", outcome, source, now)
         self._log(outcome, source)
         return outcome
 
-    def _audit(self, conn: sqlite3.Connection, subject: str, outcome: Outcome, source: str, now: dt.datetime) -> None:
+    def _audit(
+        self,
+        conn: sqlite3.Connection,
+        subject: str,
+        outcome: Outcome,
+        source: str,
+        now: dt.datetime,
+    ) -> None:
         audit.record(
             conn,
             self.audit_key,
@@ -255,11 +326,20 @@ def _error_code(outcome: Outcome) -> int | None:
     if outcome.status == CONFLICT:
         return 205
     if outcome.status == UNREADABLE:
-        return 100 if "MSH" in (outcome.reason or "")[:6] or "segment" in (outcome.reason or "") else 207
+        return (
+            100
+            if "MSH" in (outcome.reason or "")[:6] or "segment" in (outcome.reason or "")
+            else 207
+        )
     reason = outcome.reason or ""
     if "missing" in reason:
         return 101
-    if "not an HL7" in reason or "not a valid" in reason or "must be" in reason or "not a " in reason:
+    if (
+        "not an HL7" in reason
+        or "not a valid" in reason
+        or "must be" in reason
+        or "not a " in reason
+    ):
         return 102
     if "is not in" in reason or "is not one of" in reason:
         return 103
@@ -282,27 +362,37 @@ class MllpReceiver:
                 message = reader.read_message(data)
             except reader.ReadError as e:
                 header = e.header or reader.peek_header(data)
-                outcome = self.intake.quarantine(data, len(data), source, e.reason, header.control_id if header else None)
+                outcome = self.intake.quarantine(
+                    data, len(data), source, e.reason, header.control_id if header else None
+                )
                 return self.intake.ack_for(outcome, header)
             outcome = self.intake.take(message, source)
             return self.intake.ack_for(outcome, message.header)
         except (sqlite3.Error, OperationalError) as e:
-            logs.event(log, "hl7.not_stored", level=40, via="mllp", peer=peer, error=type(e).__name__)
+            logs.event(
+                log, "hl7.not_stored", level=40, via="mllp", peer=peer, error=type(e).__name__
+            )
             return None
 
     def junk(self, data: bytes, peer: str, reason: str) -> None:
         try:
             self.intake.quarantine(data, len(data), f"mllp:{peer}", reason)
         except (sqlite3.Error, OperationalError) as e:
-            logs.event(log, "hl7.not_stored", level=40, via="mllp", peer=peer, error=type(e).__name__)
+            logs.event(
+                log, "hl7.not_stored", level=40, via="mllp", peer=peer, error=type(e).__name__
+            )
 
     def oversize(self, head: bytes, size: int, peer: str) -> bytes:
         header = reader.peek_header(head)
         reason = f"frame of {size} bytes exceeds the {self.max_frame_bytes}-byte limit ([mllp] max_frame_bytes)"
         try:
-            outcome = self.intake.quarantine(head, size, f"mllp:{peer}", reason, header.control_id if header else None)
+            outcome = self.intake.quarantine(
+                head, size, f"mllp:{peer}", reason, header.control_id if header else None
+            )
         except (sqlite3.Error, OperationalError):
-            outcome = Outcome(UNREADABLE, acks.REJECT, reason, control_id=header.control_id if header else None)
+            outcome = Outcome(
+                UNREADABLE, acks.REJECT, reason, control_id=header.control_id if header else None
+            )
         return self.intake.ack_for(outcome, header)
 
     def event(self, name: str, peer: str, **fields: object) -> None:
@@ -317,7 +407,9 @@ def survivor(conn: sqlite3.Connection, mrn: str) -> str:
     """The MRN a record for `mrn` is stored under (merges followed)."""
     seen = {mrn}
     for _ in range(_MERGE_DEPTH):
-        row = conn.execute("SELECT surviving_mrn FROM mrn_merge WHERE retired_mrn = ?", (mrn,)).fetchone()
+        row = conn.execute(
+            "SELECT surviving_mrn FROM mrn_merge WHERE retired_mrn = ?", (mrn,)
+        ).fetchone()
         if row is None or row[0] in seen:
             return mrn
         mrn = row[0]
@@ -329,10 +421,14 @@ def _d(value: dt.date | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def _same_patient(conn: sqlite3.Connection, table: str, key: str, value: str, mrn: str, what: str) -> None:
+def _same_patient(
+    conn: sqlite3.Connection, table: str, key: str, value: str, mrn: str, what: str
+) -> None:
     row = conn.execute(f"SELECT mrn FROM {table} WHERE {key} = ?", (value,)).fetchone()  # noqa: S608 (table/key are ours)
     if row is not None and survivor(conn, row[0]) != mrn:
-        raise RecordConflict(f"TXA-12: this {what} document id is already recorded for another patient")
+        raise RecordConflict(
+            f"TXA-12: this {what} document id is already recorded for another patient"
+        )
 
 
 def store_records(conn: sqlite3.Connection, records: Iterable[Record], message_id: int) -> int:
@@ -367,16 +463,25 @@ def store_records(conn: sqlite3.Connection, records: Iterable[Record], message_i
             for code in rec.codes:
                 key = (mrn, rec.date.isoformat(), code, rec.practitioner_npi)
                 if rec.reversed:
-                    conn.execute("DELETE FROM service WHERE mrn = ? AND date = ? AND code = ? AND practitioner_npi IS ?", key)
+                    conn.execute(
+                        "DELETE FROM service WHERE mrn = ? AND date = ? AND code = ? AND practitioner_npi IS ?",
+                        key,
+                    )
                     continue
-                row = conn.execute("SELECT id FROM service WHERE mrn = ? AND date = ? AND code = ? AND practitioner_npi IS ?", key).fetchone()
+                row = conn.execute(
+                    "SELECT id FROM service WHERE mrn = ? AND date = ? AND code = ? AND practitioner_npi IS ?",
+                    key,
+                ).fetchone()
                 if row is None:
                     conn.execute(
                         "INSERT INTO service (mrn, date, code, practitioner_npi, transaction_id, message_id) VALUES (?, ?, ?, ?, ?, ?)",
                         (*key, rec.transaction_id, message_id),
                     )
                 else:
-                    conn.execute("UPDATE service SET transaction_id = ?, message_id = ? WHERE id = ?", (rec.transaction_id, message_id, row[0]))
+                    conn.execute(
+                        "UPDATE service SET transaction_id = ?, message_id = ? WHERE id = ?",
+                        (rec.transaction_id, message_id, row[0]),
+                    )
         elif isinstance(rec, Stay):
             _store_stay(conn, rec, mrn, message_id)
         elif isinstance(rec, Consent):
@@ -386,7 +491,15 @@ def store_records(conn: sqlite3.Connection, records: Iterable[Record], message_i
                 "INSERT INTO consent (mrn, program, date, practitioner_npi, status, document_id, message_id) VALUES (?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (document_id) DO UPDATE SET mrn = excluded.mrn, program = excluded.program, date = excluded.date,"
                 " practitioner_npi = excluded.practitioner_npi, status = excluded.status, message_id = excluded.message_id",
-                (mrn, rec.program, rec.date.isoformat(), rec.practitioner_npi, rec.status, rec.document_id, message_id),
+                (
+                    mrn,
+                    rec.program,
+                    rec.date.isoformat(),
+                    rec.practitioner_npi,
+                    rec.status,
+                    rec.document_id,
+                    message_id,
+                ),
             )
         elif isinstance(rec, Touchpoint):
             _same_patient(conn, "touchpoint", "id", rec.id, mrn, "touchpoint")
@@ -396,7 +509,17 @@ def store_records(conn: sqlite3.Connection, records: Iterable[Record], message_i
                 " ON CONFLICT (id) DO UPDATE SET mrn = excluded.mrn, staff_id = excluded.staff_id, start_utc = excluded.start_utc,"
                 " start_offset = excluded.start_offset, minutes = excluded.minutes, activity = excluded.activity,"
                 " summary = excluded.summary, message_id = excluded.message_id",
-                (rec.id, mrn, rec.staff_id, _iso(rec.start.utc), rec.start.offset_minutes, rec.minutes, rec.activity, rec.summary, message_id),
+                (
+                    rec.id,
+                    mrn,
+                    rec.staff_id,
+                    _iso(rec.start.utc),
+                    rec.start.offset_minutes,
+                    rec.minutes,
+                    rec.activity,
+                    rec.summary,
+                    message_id,
+                ),
             )
         elif isinstance(rec, CarePlan):
             _same_patient(conn, "care_plan", "document_id", rec.document_id, mrn, "care plan")
@@ -405,7 +528,15 @@ def store_records(conn: sqlite3.Connection, records: Iterable[Record], message_i
                 " ON CONFLICT (document_id) DO UPDATE SET mrn = excluded.mrn, date = excluded.date, elements = excluded.elements,"
                 " shared_on = coalesce(excluded.shared_on, care_plan.shared_on),"
                 " reviewed_on = coalesce(excluded.reviewed_on, care_plan.reviewed_on), message_id = excluded.message_id",
-                (rec.document_id, mrn, rec.date.isoformat(), json.dumps(list(rec.elements)), _d(rec.shared_on), _d(rec.reviewed_on), message_id),
+                (
+                    rec.document_id,
+                    mrn,
+                    rec.date.isoformat(),
+                    json.dumps(list(rec.elements)),
+                    _d(rec.shared_on),
+                    _d(rec.reviewed_on),
+                    message_id,
+                ),
             )
         else:  # pragma: no cover - records.Record is closed
             raise TypeError(f"unknown record {kind_of(rec)}")
@@ -415,7 +546,10 @@ def store_records(conn: sqlite3.Connection, records: Iterable[Record], message_i
 
 def _store_stay(conn: sqlite3.Connection, rec: Stay, mrn: str, message_id: int) -> None:
     if rec.visit_id:
-        row = conn.execute("SELECT admitted FROM stay WHERE mrn = ? AND kind = ? AND visit_id = ?", (mrn, rec.kind, rec.visit_id)).fetchone()
+        row = conn.execute(
+            "SELECT admitted FROM stay WHERE mrn = ? AND kind = ? AND visit_id = ?",
+            (mrn, rec.kind, rec.visit_id),
+        ).fetchone()
         if row is not None:
             conn.execute(
                 "UPDATE OR REPLACE stay SET admitted = ?, discharged = coalesce(?, discharged), message_id = ?"
@@ -439,13 +573,20 @@ def _store_merge(conn: sqlite3.Connection, rec: Merge, message_id: int) -> None:
     retired = rec.retired_mrn
     if target == retired:
         raise RecordConflict("MRG-1: the merge would make the retired MRN its own survivor")
-    row = conn.execute("SELECT surviving_mrn FROM mrn_merge WHERE retired_mrn = ?", (retired,)).fetchone()
+    row = conn.execute(
+        "SELECT surviving_mrn FROM mrn_merge WHERE retired_mrn = ?", (retired,)
+    ).fetchone()
     if row is not None:
         if survivor(conn, row[0]) == target:
             return  # already merged the same way
         raise RecordConflict("MRG-1: the retired MRN was already merged into another patient")
-    conn.execute("INSERT INTO mrn_merge (retired_mrn, surviving_mrn, message_id) VALUES (?, ?, ?)", (retired, target, message_id))
-    conn.execute("UPDATE mrn_merge SET surviving_mrn = ? WHERE surviving_mrn = ?", (target, retired))
+    conn.execute(
+        "INSERT INTO mrn_merge (retired_mrn, surviving_mrn, message_id) VALUES (?, ?, ?)",
+        (retired, target, message_id),
+    )
+    conn.execute(
+        "UPDATE mrn_merge SET surviving_mrn = ? WHERE surviving_mrn = ?", (target, retired)
+    )
     if conn.execute("SELECT 1 FROM patient WHERE mrn = ?", (target,)).fetchone():
         conn.execute("DELETE FROM patient WHERE mrn = ?", (retired,))
     else:
@@ -473,7 +614,11 @@ class Tally:
 
     def line(self) -> str:
         parts = ", ".join(f"{self.counts.get(k, 0)} {k}" for k in OUTCOMES)
-        bad = f"; {len(self.unreadable_files)} file(s) could not be read" if self.unreadable_files else ""
+        bad = (
+            f"; {len(self.unreadable_files)} file(s) could not be read"
+            if self.unreadable_files
+            else ""
+        )
         return f"{self.files} file(s): {parts}{bad}"
 
     @property
@@ -488,7 +633,9 @@ def read_input_file(path: Path) -> bytes:
         if not path.is_file():
             raise InputError(f"{path}: not a regular file")
         if size > MAX_FILE_BYTES:
-            raise InputError(f"{path}: {size} bytes is over the {MAX_FILE_BYTES}-byte limit for one HL7 file")
+            raise InputError(
+                f"{path}: {size} bytes is over the {MAX_FILE_BYTES}-byte limit for one HL7 file"
+            )
         return path.read_bytes()
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
@@ -508,8 +655,23 @@ def ingest_bytes(intake: Intake, data: bytes, name: str) -> Tally:
     for item in contents.items:
         tally.add(intake.take(item, f"file:{name}#{item.index}"))
     with transaction(intake.conn) as conn:
-        audit.record(conn, intake.audit_key, "hl7.file", f"file:{digest}", items=len(contents.items), notes=list(contents.notes), **dict(tally.counts))
-    logs.event(log, "hl7.file", file_hash=digest[:16], items=len(contents.items), notes="; ".join(contents.notes) or None, **dict(tally.counts))
+        audit.record(
+            conn,
+            intake.audit_key,
+            "hl7.file",
+            f"file:{digest}",
+            items=len(contents.items),
+            notes=list(contents.notes),
+            **dict(tally.counts),
+        )
+    logs.event(
+        log,
+        "hl7.file",
+        file_hash=digest[:16],
+        items=len(contents.items),
+        notes="; ".join(contents.notes) or None,
+        **dict(tally.counts),
+    )
     return tally
 
 
@@ -526,7 +688,9 @@ def ingest_files(intake: Intake, paths: Iterable[Path], complain: Callable[[str]
         try:
             part = ingest_bytes(intake, data, path.name)
         except sqlite3.Error as e:
-            raise OperationalError(f"store: cannot store messages ({e.__class__.__name__}: {e})") from None
+            raise OperationalError(
+                f"store: cannot store messages ({e.__class__.__name__}: {e})"
+            ) from None
         total.files += 1
         total.counts.update(part.counts)
     return total
@@ -541,7 +705,9 @@ def _unique_target(folder: Path, name: str) -> Path:
     raise OperationalError(f"{folder}: too many files named {name}")
 
 
-def pickup_inbox(intake: Intake, inbox: Path, stable_seconds: int, now: float | None = None) -> Tally:
+def pickup_inbox(
+    intake: Intake, inbox: Path, stable_seconds: int, now: float | None = None
+) -> Tally:
     """Ingest the inbox's files that have not changed for stable_seconds, then move each to
     processed/ (all mapped, ignored or duplicate) or error/ (anything unreadable, rejected or in
     conflict, or the file itself unreadable). A crash before the move means the file is read
@@ -574,7 +740,13 @@ def pickup_inbox(intake: Intake, inbox: Path, stable_seconds: int, now: float | 
             total.counts.update(part.counts)
             destination = failed if part.needs_attention else processed
         os.replace(path, _unique_target(destination, name))
-    logs.event(log, "inbox.pickup", files=total.files, unreadable_files=len(total.unreadable_files), **dict(total.counts))
+    logs.event(
+        log,
+        "inbox.pickup",
+        files=total.files,
+        unreadable_files=len(total.unreadable_files),
+        **dict(total.counts),
+    )
     return total
 
 
@@ -600,18 +772,39 @@ def _server(cfg: Config, port: int | None) -> tuple[Intake, mllp.Server]:
             tls = mllp.server_tls(str(cfg.mllp.tls_certificate), str(cfg.mllp.tls_private_key))
         except (OSError, ValueError) as e:
             intake.conn.close()
-            raise InputError(f"[mllp] tls_certificate: cannot load the certificate and key ({e.__class__.__name__})") from None
-    limits = mllp.Limits(cfg.mllp.max_frame_bytes, float(cfg.mllp.idle_timeout_seconds), cfg.mllp.max_connections)
+            raise InputError(
+                f"[mllp] tls_certificate: cannot load the certificate and key ({e.__class__.__name__})"
+            ) from None
+    limits = mllp.Limits(
+        cfg.mllp.max_frame_bytes, float(cfg.mllp.idle_timeout_seconds), cfg.mllp.max_connections
+    )
     receiver = MllpReceiver(intake, cfg.mllp.max_frame_bytes)
-    return intake, mllp.Server(receiver, cfg.mllp.host, cfg.mllp.port if port is None else port, limits, tls)
+    return intake, mllp.Server(
+        receiver, cfg.mllp.host, cfg.mllp.port if port is None else port, limits, tls
+    )
 
 
-async def _serve(cfg: Config, intake: Intake, server: mllp.Server, until: Callable[[], Awaitable[None]], announce: Callable[[str, int], None] | None) -> None:
+async def _serve(
+    cfg: Config,
+    intake: Intake,
+    server: mllp.Server,
+    until: Callable[[], Awaitable[None]],
+    announce: Callable[[str, int], None] | None,
+) -> None:
     try:
         bound = await server.start()
     except OSError as e:
-        raise OperationalError(f"[mllp] cannot listen on {cfg.mllp.host}:{server.port} ({e.strerror or e.__class__.__name__})") from None
-    logs.event(log, "mllp.listening", host=cfg.mllp.host, port=bound, tls=server.tls is not None, profile=intake.profile.name)
+        raise OperationalError(
+            f"[mllp] cannot listen on {cfg.mllp.host}:{server.port} ({e.strerror or e.__class__.__name__})"
+        ) from None
+    logs.event(
+        log,
+        "mllp.listening",
+        host=cfg.mllp.host,
+        port=bound,
+        tls=server.tls is not None,
+        profile=intake.profile.name,
+    )
     if announce is not None:
         announce(cfg.mllp.host, bound)
     await until()
@@ -619,7 +812,9 @@ async def _serve(cfg: Config, intake: Intake, server: mllp.Server, until: Callab
     await server.close()
 
 
-def listen(cfg: Config, port: int | None = None, announce: Callable[[str, int], None] | None = None) -> int:
+def listen(
+    cfg: Config, port: int | None = None, announce: Callable[[str, int], None] | None = None
+) -> int:
     """`ccm-connector listen`: the MLLP listener until SIGTERM or SIGINT; returns the exit code."""
     intake, server = _server(cfg, port)
 
@@ -672,13 +867,17 @@ def record_json(rec: Record) -> dict:
     return out
 
 
-def check_message(item: reader.Message | reader.Unreadable, profile: Profile, zone: ZoneInfo) -> dict:
+def check_message(
+    item: reader.Message | reader.Unreadable, profile: Profile, zone: ZoneInfo
+) -> dict:
     """What intake would do with one message, without storing anything (dedupe aside)."""
     if isinstance(item, reader.Unreadable):
         return {
             "index": item.index,
             "control_id": item.header.control_id if item.header else None,
-            "type": (f"{item.header.message_code}^{item.header.trigger}".rstrip("^") or None) if item.header else None,
+            "type": (f"{item.header.message_code}^{item.header.trigger}".rstrip("^") or None)
+            if item.header
+            else None,
             "action": mapping.REJECTED,
             "reason": item.reason,
             "records": [],
@@ -686,19 +885,37 @@ def check_message(item: reader.Message | reader.Unreadable, profile: Profile, zo
     try:
         result = mapping.apply(item, profile, zone)
     except Exception as e:  # same guard as intake: report, never crash
-        logs.event(log, "hl7.mapping_failed", level=40, exc_info=True, control_id=item.control_id, error=type(e).__name__)
-        result = mapping.Result(mapping.REJECTED, f"internal error while mapping ({type(e).__name__}); reported in the log")
+        logs.event(
+            log,
+            "hl7.mapping_failed",
+            level=40,
+            exc_info=True,
+            control_id=item.control_id,
+            error=type(e).__name__,
+        )
+        result = mapping.Result(
+            mapping.REJECTED,
+            f"internal error while mapping ({type(e).__name__}); reported in the log",
+        )
     return {
         "index": item.index,
         "control_id": item.control_id,
         "type": item.type,
         "action": result.action,
-        "reason": result.reason if result.action != mapping.MAPPED else ("; ".join(result.warnings) or None),
+        "reason": result.reason
+        if result.action != mapping.MAPPED
+        else ("; ".join(result.warnings) or None),
         "records": [record_json(r) for r in result.records],
     }
 
 
-def mapping_check(paths: Iterable[Path], profile: Profile, zone: ZoneInfo, emit: Callable[[dict], None], complain: Callable[[str], None]) -> bool:
+def mapping_check(
+    paths: Iterable[Path],
+    profile: Profile,
+    zone: ZoneInfo,
+    emit: Callable[[dict], None],
+    complain: Callable[[str], None],
+) -> bool:
     """Map files without writing anything; emit one dict per message. False if a file was unreadable."""
     ok = True
     for path in paths:

@@ -98,7 +98,9 @@ def build_ack(
         msh += ["", "", "", "", "", header.charset_field]
     segments = [f.join(msh), f.join(["MSA", code, inbound(header.control_id) if header else ""])]
     if code != ACCEPT:
-        text = _plain(reason or ("Message rejected" if code == REJECT else "Error processing message"), d)
+        text = _plain(
+            reason or ("Message rejected" if code == REJECT else "Error processing message"), d
+        )
         segments[1] += f + text
         number = error_code or (207 if code == ERROR else 200)
         label = ERROR_TEXT.get(number, "")
@@ -109,7 +111,19 @@ def build_ack(
         erl = f"{where.group(1)}{d.component}1{d.component}{where.group(2)}" if where else ""
         severity = "E"
         segments.append(
-            f.join(["ERR", eld + eld_code, erl, f"{number}{d.component}{label}{d.component}HL70357", severity, "", "", "", text])
+            f.join(
+                [
+                    "ERR",
+                    eld + eld_code,
+                    erl,
+                    f"{number}{d.component}{label}{d.component}HL70357",
+                    severity,
+                    "",
+                    "",
+                    "",
+                    text,
+                ]
+            )
         )
     codec = header.codec if header is not None and copy else "ascii"
     return ("\r".join(segments) + "\r").encode(codec, errors="replace")

@@ -65,7 +65,14 @@ def server_tls(certificate: str, private_key: str) -> ssl.SSLContext:
 class Server:
     """The MLLP listener. `await start()`, then `await serve_until(stop_event)` or `close()`."""
 
-    def __init__(self, receiver: Receiver, host: str, port: int, limits: Limits, tls: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        receiver: Receiver,
+        host: str,
+        port: int,
+        limits: Limits,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.receiver = receiver
         self.host = host
         self.port = port
@@ -107,7 +114,12 @@ class Server:
         peer_info = writer.get_extra_info("peername")
         peer = f"{peer_info[0]}:{peer_info[1]}" if isinstance(peer_info, tuple) else "unknown"
         if self.active >= self.limits.max_connections:
-            self.receiver.event("mllp.refused", peer, reason="connection limit reached", limit=self.limits.max_connections)
+            self.receiver.event(
+                "mllp.refused",
+                peer,
+                reason="connection limit reached",
+                limit=self.limits.max_connections,
+            )
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
@@ -133,7 +145,9 @@ class Server:
                 await asyncio.wait_for(writer.wait_closed(), 5)
             self.receiver.event("mllp.disconnected", peer, reason=reason, active=self.active)
 
-    async def _exchange(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str) -> str:
+    async def _exchange(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str
+    ) -> str:
         limit = self.limits.max_frame_bytes
         buf = bytearray()
         junk_bytes = 0
@@ -142,11 +156,15 @@ class Server:
                 chunk = await asyncio.wait_for(reader.read(_READ), self.limits.idle_timeout)
             except TimeoutError:
                 if buf.strip():
-                    self.receiver.junk(bytes(buf[:limit]), peer, "connection idle inside an unfinished frame")
+                    self.receiver.junk(
+                        bytes(buf[:limit]), peer, "connection idle inside an unfinished frame"
+                    )
                 return "idle timeout"
             if not chunk:
                 if buf.strip():
-                    self.receiver.junk(bytes(buf[:limit]), peer, "connection closed inside an unfinished frame")
+                    self.receiver.junk(
+                        bytes(buf[:limit]), peer, "connection closed inside an unfinished frame"
+                    )
                 return "closed by peer"
             buf += chunk
             while buf:
@@ -165,12 +183,17 @@ class Server:
                 end = buf.find(END, 1)
                 restart = buf.find(START, 1, end if end != -1 else len(buf))
                 if restart != -1:
-                    self.receiver.junk(bytes(buf[:restart]), peer, "a frame started before the previous one ended")
+                    self.receiver.junk(
+                        bytes(buf[:restart]), peer, "a frame started before the previous one ended"
+                    )
                     del buf[:restart]
                     continue
                 if end == -1:
                     if len(buf) - 1 > limit:
-                        await self._reply(writer, self.receiver.oversize(bytes(buf[1 : 1 + _HEAD]), len(buf) - 1, peer))
+                        await self._reply(
+                            writer,
+                            self.receiver.oversize(bytes(buf[1 : 1 + _HEAD]), len(buf) - 1, peer),
+                        )
                         return "frame over the size limit"
                     break
                 data = bytes(buf[1:end])
@@ -195,8 +218,22 @@ class ClientError(ConnectionError):
 class Client:
     """A small MLLP client: one message at a time, each waiting for its complete ACK frame."""
 
-    def __init__(self, host: str, port: int, *, tls: ssl.SSLContext | None = None, timeout: float = 10.0, max_frame_bytes: int = 1_048_576) -> None:
-        self.host, self.port, self.tls, self.timeout, self.max_frame_bytes = host, port, tls, timeout, max_frame_bytes
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        tls: ssl.SSLContext | None = None,
+        timeout: float = 10.0,
+        max_frame_bytes: int = 1_048_576,
+    ) -> None:
+        self.host, self.port, self.tls, self.timeout, self.max_frame_bytes = (
+            host,
+            port,
+            tls,
+            timeout,
+            max_frame_bytes,
+        )
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._buf = bytearray()

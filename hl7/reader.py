@@ -99,12 +99,20 @@ def parse_delimiters(field_sep: str, msh2: str) -> tuple[Delimiters, str | None]
             roles[_STANDARD_ROLES[c]] = c
         if roles["component"] is None:
             raise ReadError("MSH-2: no component separator")
-        d = Delimiters(field_sep, roles["component"], roles["repetition"], roles["escape"], roles["subcomponent"])
+        d = Delimiters(
+            field_sep,
+            roles["component"],
+            roles["repetition"],
+            roles["escape"],
+            roles["subcomponent"],
+        )
         note = "MSH-2 is not in standard order; each character was read in its standard role"
     else:
         comp, rep, esc, sub = positional
         d = Delimiters(field_sep, comp, rep, esc, sub)  # type: ignore[arg-type]
-    used = [c for c in (d.field, d.component, d.repetition, d.escape, d.subcomponent) if c is not None]
+    used = [
+        c for c in (d.field, d.component, d.repetition, d.escape, d.subcomponent) if c is not None
+    ]
     if len(set(used)) != len(used):
         raise ReadError("MSH-2: two delimiters are the same character")
     return d, note
@@ -144,10 +152,14 @@ def _codec(msh18: str) -> str | None:
     if key in _CHARSETS:
         return _CHARSETS[key]
     shown = key if len(key) <= 20 and key.isascii() and key.isprintable() else "(unprintable)"
-    raise ReadError(f"MSH-18: character set {shown!r} is not supported (use UNICODE UTF-8, 8859/1 or ASCII)")
+    raise ReadError(
+        f"MSH-18: character set {shown!r} is not supported (use UNICODE UTF-8, 8859/1 or ASCII)"
+    )
 
 
-def _decode(body: bytes, codec: str | None, declared: str, had_bom: bool) -> tuple[str, str, str | None]:
+def _decode(
+    body: bytes, codec: str | None, declared: str, had_bom: bool
+) -> tuple[str, str, str | None]:
     """Decode a message body; returns text, the codec used and a note when we had to guess."""
     if had_bom and codec not in (None, "utf-8"):
         codec, note = "utf-8", "a UTF-8 byte-order mark overrides MSH-18"
@@ -157,13 +169,25 @@ def _decode(body: bytes, codec: str | None, declared: str, had_bom: bool) -> tup
         if body.isascii():
             return body.decode("ascii"), "ascii", note
         try:
-            return body.decode("utf-8"), "utf-8", f"MSH-18 is {declared or 'empty'} but the message holds UTF-8"
+            return (
+                body.decode("utf-8"),
+                "utf-8",
+                f"MSH-18 is {declared or 'empty'} but the message holds UTF-8",
+            )
         except UnicodeDecodeError:
             pass
         try:
-            return body.decode("cp1252"), "cp1252", f"MSH-18 is {declared or 'empty'}; non-ASCII bytes read as Windows-1252"
+            return (
+                body.decode("cp1252"),
+                "cp1252",
+                f"MSH-18 is {declared or 'empty'}; non-ASCII bytes read as Windows-1252",
+            )
         except UnicodeDecodeError:
-            return body.decode("iso8859-1"), "iso8859-1", f"MSH-18 is {declared or 'empty'}; non-ASCII bytes read as ISO 8859-1"
+            return (
+                body.decode("iso8859-1"),
+                "iso8859-1",
+                f"MSH-18 is {declared or 'empty'}; non-ASCII bytes read as ISO 8859-1",
+            )
     try:
         return body.decode(codec), codec, note
     except UnicodeDecodeError:
@@ -242,7 +266,11 @@ def _sequence(seq: str, d: Delimiters, charset: str) -> str | None:
 def escape(text: str, d: Delimiters = STANDARD) -> str:
     """Escape a value for writing into a message with these delimiters."""
     esc = d.escape or "\\"
-    out = text.replace(esc, f"{esc}E{esc}").replace(d.field, f"{esc}F{esc}").replace(d.component, f"{esc}S{esc}")
+    out = (
+        text.replace(esc, f"{esc}E{esc}")
+        .replace(d.field, f"{esc}F{esc}")
+        .replace(d.component, f"{esc}S{esc}")
+    )
     if d.subcomponent:
         out = out.replace(d.subcomponent, f"{esc}T{esc}")
     if d.repetition:
@@ -394,7 +422,16 @@ def _header_from_fields(fields: list[str], d: Delimiters, codec: str) -> Header:
 class Message:
     """One HL7 message as read: its segments, delimiters, character set and identity."""
 
-    __slots__ = ("index", "raw", "segments", "delimiters", "charset", "content_hash", "notes", "header")
+    __slots__ = (
+        "index",
+        "raw",
+        "segments",
+        "delimiters",
+        "charset",
+        "content_hash",
+        "notes",
+        "header",
+    )
 
     def __init__(
         self,
@@ -610,7 +647,16 @@ def _message(lines: list[bytes], index: int, had_bom: bool, raw: bytes | None = 
         raise ReadError("MSH-9: message type missing", header)
     if not segments[0].get(10):
         raise ReadError("MSH-10: message control id missing", header)
-    return Message(index, raw if raw is not None else body, segments, d, used, hashlib.sha256(body).hexdigest(), tuple(notes), header)
+    return Message(
+        index,
+        raw if raw is not None else body,
+        segments,
+        d,
+        used,
+        hashlib.sha256(body).hexdigest(),
+        tuple(notes),
+        header,
+    )
 
 
 def _peek(msh: bytes, d: Delimiters) -> Header | None:
@@ -634,7 +680,11 @@ def read_file(data: bytes) -> FileContents:
     items: list[Message | Unreadable] = []
     for i, (kind, lines) in enumerate(chunks, start=1):
         if kind == "junk":
-            items.append(Unreadable(i, b"\r".join(lines), "segments outside any message (no MSH before them)"))
+            items.append(
+                Unreadable(
+                    i, b"\r".join(lines), "segments outside any message (no MSH before them)"
+                )
+            )
             continue
         try:
             items.append(_message(lines, i, had_bom))
@@ -652,7 +702,10 @@ def read_message(frame: bytes) -> Message:
     if not messages:
         raise ReadError("no MSH segment: not an HL7 message")
     if len(messages) > 1:
-        raise ReadError(f"the frame holds {len(messages)} messages; send one message per frame", peek_header(frame))
+        raise ReadError(
+            f"the frame holds {len(messages)} messages; send one message per frame",
+            peek_header(frame),
+        )
     if any(kind == "junk" for kind, _ in chunks):
         raise ReadError("segments before the MSH segment", peek_header(frame))
     return _message(messages[0], 1, frame.startswith(BOM), raw=frame)

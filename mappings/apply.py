@@ -75,14 +75,22 @@ class _Context:
             return ""
         return seg.get(ref.field, ref.component or 1, ref.subcomponent or 1)
 
-    def first_value(self, refs: tuple[FieldRef, ...], local: Segment | None = None) -> tuple[str, FieldRef | None]:
+    def first_value(
+        self, refs: tuple[FieldRef, ...], local: Segment | None = None
+    ) -> tuple[str, FieldRef | None]:
         for ref in refs:
             v = self.value(ref, local)
             if v:
                 return v, ref
         return "", None
 
-    def parsed(self, ref: FieldRef, parse: Callable[[str], object], local: Segment | None = None, required: str | None = None) -> object:
+    def parsed(
+        self,
+        ref: FieldRef,
+        parse: Callable[[str], object],
+        local: Segment | None = None,
+        required: str | None = None,
+    ) -> object:
         raw = self.value(ref, local)
         if not raw:
             if required:
@@ -99,12 +107,18 @@ def apply(message: Message, profile: Profile, zone: ZoneInfo) -> Result:
     try:
         builders = profile.messages.get(message.type.upper())
         if builders is None:
-            raise Ignore(f"MSH-9: message type {_shown(message.type)} is not mapped by profile {profile.name}")
+            raise Ignore(
+                f"MSH-9: message type {_shown(message.type)} is not mapped by profile {profile.name}"
+            )
         processing = message.processing_id.upper()
         if profile.header.processing_ids and processing not in profile.header.processing_ids:
-            raise Ignore(f"MSH-11: processing id {_shown(processing) or '(empty)'} is not mapped by profile {profile.name}")
+            raise Ignore(
+                f"MSH-11: processing id {_shown(processing) or '(empty)'} is not mapped by profile {profile.name}"
+            )
         if profile.header.versions and message.version not in profile.header.versions:
-            raise Reject(f"MSH-12: version {_shown(message.version) or '(empty)'} is not accepted by profile {profile.name}")
+            raise Reject(
+                f"MSH-12: version {_shown(message.version) or '(empty)'} is not accepted by profile {profile.name}"
+            )
         records: list[Record] = []
         for name in builders:
             records.extend(BUILDERS[name](ctx))
@@ -121,10 +135,32 @@ def apply(message: Message, profile: Profile, zone: ZoneInfo) -> Result:
 
 
 # CX-5 identifier types that never hold a medical record number (HL7 table 0203).
-NOT_AN_MRN = frozenset({"SS", "SSN", "MC", "MB", "MA", "MCD", "MCR", "DL", "PPN", "NPI", "BC", "DN", "EI", "TAX", "U", "AN", "VN"})
+NOT_AN_MRN = frozenset(
+    {
+        "SS",
+        "SSN",
+        "MC",
+        "MB",
+        "MA",
+        "MCD",
+        "MCR",
+        "DL",
+        "PPN",
+        "NPI",
+        "BC",
+        "DN",
+        "EI",
+        "TAX",
+        "U",
+        "AN",
+        "VN",
+    }
+)
 
 
-def _identifier(ctx: _Context, seg: Segment, n: int, types: frozenset, authority: str, first_if_untyped: bool) -> str:
+def _identifier(
+    ctx: _Context, seg: Segment, n: int, types: frozenset, authority: str, first_if_untyped: bool
+) -> str:
     """The CX repetition whose CX-5 is the most preferred of `types` (and CX-4.1 = authority)."""
     candidates = []
     for r in range(1, len(seg.repetitions(n)) + 1):
@@ -162,7 +198,9 @@ def _mrn(ctx: _Context, pid: Segment) -> str:
         if ref.component is not None:
             value = seg.get(ref.field, ref.component, ref.subcomponent or 1)
         else:
-            value = _identifier(ctx, seg, ref.field, types, rules.mrn_authority, rules.mrn_first_if_untyped)  # type: ignore[arg-type]
+            value = _identifier(
+                ctx, seg, ref.field, types, rules.mrn_authority, rules.mrn_first_if_untyped
+            )  # type: ignore[arg-type]
         if value:
             return value
     return ""
@@ -187,7 +225,9 @@ def _npi_from_xcn(ctx: _Context, parts: list[list[str]]) -> str | None:
     return None
 
 
-def _practitioner(ctx: _Context, refs: tuple[FieldRef, ...], local: Segment | None = None) -> str | None:
+def _practitioner(
+    ctx: _Context, refs: tuple[FieldRef, ...], local: Segment | None = None
+) -> str | None:
     for ref in refs:
         seg = ctx.segment(ref, local)
         if seg is None:
@@ -237,7 +277,9 @@ def build_patient(ctx: _Context) -> list[Record]:
                 mbi = values.mbi(p[0][0] if p else "")
                 break
             except values.BadValue:
-                ctx.warnings.append(f"{ref}: identifier typed {_shown(id_type)} is not an MBI; ignored")
+                ctx.warnings.append(
+                    f"{ref}: identifier typed {_shown(id_type)} is not an MBI; ignored"
+                )
         if mbi:
             break
     return [Patient(mrn=mrn, family=family, given=given, birth_date=birth, sex=sex, mbi=mbi)]  # type: ignore[arg-type]
@@ -260,7 +302,13 @@ def build_stay(ctx: _Context) -> list[Record]:
     if ctx.message.first(rules.class_field.segment) is None:
         raise Reject(f"{rules.class_field.segment}: segment missing")
     snf = any(ctx.value(ref).upper() in rules.snf_values for ref in rules.snf_fields)
-    kind = "snf" if snf else "inpatient" if ctx.value(rules.class_field).upper() in rules.inpatient_classes else None
+    kind = (
+        "snf"
+        if snf
+        else "inpatient"
+        if ctx.value(rules.class_field).upper() in rules.inpatient_classes
+        else None
+    )
     if kind is None:
         return []  # an outpatient or emergency visit: not a stay
 
@@ -311,7 +359,10 @@ def build_problems(ctx: _Context) -> list[Record]:
     for seg in segments:
         code, system = _coded(ctx, seg, rules.code_field)
         action = ctx.value(rules.action_field, seg).upper()
-        life = {ctx.value(rules.status_field, seg).upper(), seg.get(rules.status_field.field, 2).upper()} - {""}
+        life = {
+            ctx.value(rules.status_field, seg).upper(),
+            seg.get(rules.status_field.field, 2).upper(),
+        } - {""}
         if ctx.trigger in rules.deleted_events or action in rules.deleted_actions:
             status = "deleted"
         elif ctx.value(rules.resolved_date_field, seg) or life & rules.resolved_statuses:
@@ -352,17 +403,33 @@ def build_services(ctx: _Context) -> list[Record]:
         if not code or not rules.wanted(code):
             skipped += 1
             continue
-        date = ctx.parsed(rules.date_field, lambda v: values.local_date(v, ctx.zone), seg, required="transaction date missing")
+        date = ctx.parsed(
+            rules.date_field,
+            lambda v: values.local_date(v, ctx.zone),
+            seg,
+            required="transaction date missing",
+        )
         npi = _practitioner(ctx, rules.practitioner_fields, seg)
         txn = ctx.value(rules.transaction_id_field, seg) or None
         groups.setdefault((date, npi, reversed_), []).append((code.upper(), txn))  # type: ignore[arg-type]
     if skipped and not groups:
-        ctx.warnings.append(f"{len(lines)} {rules.date_field.segment} lines, none with a care-management code")
+        ctx.warnings.append(
+            f"{len(lines)} {rules.date_field.segment} lines, none with a care-management code"
+        )
     out: list[Record] = []
     for (date, npi, reversed_), items in groups.items():
         codes = tuple(dict.fromkeys(code for code, _ in items))
         txn = next((t for _, t in items if t), None)
-        out.append(Service(mrn=mrn, date=date, codes=codes, practitioner_npi=npi, transaction_id=txn, reversed=reversed_))
+        out.append(
+            Service(
+                mrn=mrn,
+                date=date,
+                codes=codes,
+                practitioner_npi=npi,
+                transaction_id=txn,
+                reversed=reversed_,
+            )
+        )
     return out
 
 
@@ -391,7 +458,9 @@ def build_document(ctx: _Context) -> list[Record]:
         raise Reject(f"{rules.type_field.segment}: segment missing")
     doc_type = ctx.value(rules.type_field, txa).upper()
     if doc_type not in (rules.touchpoint_type, rules.consent_type, rules.care_plan_type):
-        raise Ignore(f"{rules.type_field}: document type {_shown(doc_type) or '(empty)'} is not a CCM document")
+        raise Ignore(
+            f"{rules.type_field}: document type {_shown(doc_type) or '(empty)'} is not a CCM document"
+        )
     completion = ctx.value(rules.completion_field, txa).upper()
     if completion in rules.incomplete_statuses:
         raise Ignore(f"{rules.completion_field}: document not final (status {_shown(completion)})")
@@ -420,7 +489,12 @@ def build_document(ctx: _Context) -> list[Record]:
             raise Reject(f"OBX {obs_id}: {e}") from None
 
     if doc_type == rules.touchpoint_type:
-        start = ctx.parsed(rules.time_field, lambda v: values.parse_instant(v, ctx.zone), txa, required="activity date/time missing")
+        start = ctx.parsed(
+            rules.time_field,
+            lambda v: values.parse_instant(v, ctx.zone),
+            txa,
+            required="activity date/time missing",
+        )
         staff = ctx.value(rules.performer_field, txa)
         if not staff:
             raise Reject(f"{rules.performer_field}: performing staff id missing")
@@ -430,33 +504,65 @@ def build_document(ctx: _Context) -> list[Record]:
             raise Reject(f"OBX {rules.minutes_id}: {e}") from None
         activity = one(rules.activity_id)
         summary = "\n".join(_obx_values(obs.get(rules.note_id, []), text=True))
-        return [Touchpoint(id=doc_id, mrn=mrn, staff_id=staff, start=start, minutes=minutes, activity=activity, summary=summary)]  # type: ignore[arg-type]
+        return [
+            Touchpoint(
+                id=doc_id,
+                mrn=mrn,
+                staff_id=staff,
+                start=start,
+                minutes=minutes,
+                activity=activity,
+                summary=summary,
+            )
+        ]  # type: ignore[arg-type]
 
-    date = ctx.parsed(rules.time_field, lambda v: values.local_date(v, ctx.zone), txa, required="activity date/time missing")
+    date = ctx.parsed(
+        rules.time_field,
+        lambda v: values.local_date(v, ctx.zone),
+        txa,
+        required="activity date/time missing",
+    )
     if doc_type == rules.consent_type:
         program = one(rules.program_id).lower()
         if program not in rules.programs:
-            raise Reject(f"OBX {rules.program_id}: program {_shown(program)} is not one of {', '.join(sorted(rules.programs))}")
+            raise Reject(
+                f"OBX {rules.program_id}: program {_shown(program)} is not one of {', '.join(sorted(rules.programs))}"
+            )
         status_code = one(rules.status_id)
         status = rules.consent_statuses.get(status_code.upper())
         if status is None:
-            raise Reject(f"OBX {rules.status_id}: status {_shown(status_code)} is not in [documents.consent_statuses]")
+            raise Reject(
+                f"OBX {rules.status_id}: status {_shown(status_code)} is not in [documents.consent_statuses]"
+            )
         practitioner = None
         pract_seg = obs.get(rules.practitioner_id, [])
         if pract_seg:
             plain = one(rules.practitioner_id)
-            practitioner = _npi_from_xcn(ctx, pract_seg[0].parts(5)) or (plain if is_valid_npi(plain) else None)
+            practitioner = _npi_from_xcn(ctx, pract_seg[0].parts(5)) or (
+                plain if is_valid_npi(plain) else None
+            )
             if practitioner is None:
                 raise Reject(f"OBX {rules.practitioner_id}: not a valid NPI")
         else:
             ctx.warnings.append(f"OBX {rules.practitioner_id}: consent names no practitioner")
-        return [Consent(mrn=mrn, program=program, date=date, practitioner_npi=practitioner, status=status, document_id=doc_id)]  # type: ignore[arg-type]
+        return [
+            Consent(
+                mrn=mrn,
+                program=program,
+                date=date,
+                practitioner_npi=practitioner,
+                status=status,
+                document_id=doc_id,
+            )
+        ]  # type: ignore[arg-type]
 
     elements = []
     for value in _obx_values(obs.get(rules.element_id, [])):
         element = rules.care_plan_elements.get(value.upper())
         if element is None:
-            raise Reject(f"OBX {rules.element_id}: element {_shown(value)} is not in [documents.care_plan_elements]")
+            raise Reject(
+                f"OBX {rules.element_id}: element {_shown(value)} is not in [documents.care_plan_elements]"
+            )
         if element not in elements:
             elements.append(element)
     if not elements:
@@ -483,7 +589,9 @@ def build_merge(ctx: _Context) -> list[Record]:
             survivor = _mrn(ctx, seg)
         elif seg.id == rules.retired_field.segment:
             if not survivor:
-                raise Reject(f"{rules.retired_field.segment}: no PID with a medical record number before it")
+                raise Reject(
+                    f"{rules.retired_field.segment}: no PID with a medical record number before it"
+                )
             retired = _identifier(ctx, seg, rules.retired_field.field, types, "", True)  # type: ignore[arg-type]
             if not retired:
                 raise Reject(f"{rules.retired_field}: retired medical record number missing")

@@ -134,7 +134,10 @@ def _code_range(value: Any) -> tuple[str, str]:
     text = _string(value).upper()
     low, _, high = text.partition("-")
     high = high or low
-    if not (_CODE.fullmatch(low) and _CODE.fullmatch(high)) or low[0].isdigit() != high[0].isdigit():
+    if (
+        not (_CODE.fullmatch(low) and _CODE.fullmatch(high))
+        or low[0].isdigit() != high[0].isdigit()
+    ):
         raise Invalid(f"{text!r} is not a 5-character code or a range like 99202-99205")
     if low[0].isalpha() and low[0] != high[0]:
         raise Invalid(f"{text!r}: a range must keep its letter (G0556-G0558)")
@@ -335,7 +338,9 @@ class Profile:
 
 def _section(name: str, cls: type, raw: Any, problems: list[str]) -> Any:
     if not isinstance(raw, dict):
-        problems.append(f"[{name}]: section is missing" if raw is None else f"[{name}]: must be a table")
+        problems.append(
+            f"[{name}]: section is missing" if raw is None else f"[{name}]: must be a table"
+        )
         return None
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in raw:
@@ -369,7 +374,11 @@ def profile_from_text(text: str, name: str, source: str) -> Profile:
     sections = {n: _section(n, cls, raw.get(n), problems) for n, cls in SECTIONS.items()}
     messages: dict[str, tuple[str, ...]] = {}
     if not isinstance(raw.get("messages"), dict):
-        problems.append("[messages]: section is missing" if "messages" not in raw else "[messages]: must be a table")
+        problems.append(
+            "[messages]: section is missing"
+            if "messages" not in raw
+            else "[messages]: must be a table"
+        )
     else:
         try:
             messages = _messages(raw["messages"])
@@ -379,7 +388,11 @@ def profile_from_text(text: str, name: str, source: str) -> Profile:
             problems.append("[messages]: maps no message type")
     code_systems: dict[str, str] = {}
     if not isinstance(raw.get("code_systems"), dict):
-        problems.append("[code_systems]: section is missing" if "code_systems" not in raw else "[code_systems]: must be a table")
+        problems.append(
+            "[code_systems]: section is missing"
+            if "code_systems" not in raw
+            else "[code_systems]: must be a table"
+        )
     else:
         try:
             code_systems = _table(lambda v: _string(v).upper())(raw["code_systems"])
@@ -387,7 +400,13 @@ def profile_from_text(text: str, name: str, source: str) -> Profile:
             problems.append(f"[code_systems] {e}")
     if problems:
         raise ProfileError(f"{source}: invalid mapping profile\n  " + "\n  ".join(problems))
-    return Profile(name=name, source=source, messages=messages, code_systems=code_systems, **{("header" if n == "profile" else n): s for n, s in sections.items()})
+    return Profile(
+        name=name,
+        source=source,
+        messages=messages,
+        code_systems=code_systems,
+        **{("header" if n == "profile" else n): s for n, s in sections.items()},
+    )
 
 
 def shipped_profiles() -> list[str]:
@@ -415,5 +434,7 @@ def load_profile(name: str, profile_dir: Path | None = None) -> Profile:
     shipped = resources.files("ccm_connector.mappings").joinpath("profiles", f"{name}.toml")
     if not shipped.is_file():
         where = f"{profile_dir} or " if profile_dir is not None else ""
-        raise ProfileError(f"mapping profile {name!r} not found in {where}the shipped profiles ({', '.join(shipped_profiles())})")
+        raise ProfileError(
+            f"mapping profile {name!r} not found in {where}the shipped profiles ({', '.join(shipped_profiles())})"
+        )
     return profile_from_text(shipped.read_text(encoding="utf-8"), name, f"{name}.toml (shipped)")

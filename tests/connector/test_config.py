@@ -61,7 +61,7 @@ def test_the_example_with_fingerprints_and_a_local_drop_loads(tmp_path: Path) ->
         ((("billing", "delivery"), '"fax"'), "[billing] delivery: must be one of folder, sftp, mllp"),
         ((("practice", "billing_npis"), '["1234567890"]'), "[practice] billing_npis: item 1: must be a 10-digit NPI with a valid check digit"),
         ((("schedule", "queue_export_at"), '"25:00"'), "[schedule] queue_export_at: must be a local time HH:MM"),
-        ((("drop", "kind"), '"sftp"'), "[sftp] host: required when the drop or billing delivery uses SFTP"),
+        ((("drop", "kind"), '"sftp"'), "[sftp] host: required when the drop uses SFTP"),
         ((("billing", "delivery"), '"mllp"'), "[billing] mllp_host: required when delivery"),
     ],
     ids=lambda v: str(v)[:40],

@@ -20,7 +20,12 @@ def test_an_accept_swaps_sender_and_receiver_and_echoes_msh10() -> None:
     msh = msg.segment("MSH")
     assert [str(msh[n]) for n in (3, 4, 5, 6)] == ["CCMAPP", "PRACTICE", "EHRAPP", "NORTHCLINIC"]
     assert str(msh[7]) == "20261103163000+0000"
-    assert str(msh[9]) == "ACK^T02^ACK" and str(msh[10]) == "A1" and str(msh[11]) == "P" and str(msh[12]) == "2.5.1"
+    assert (
+        str(msh[9]) == "ACK^T02^ACK"
+        and str(msh[10]) == "A1"
+        and str(msh[11]) == "P"
+        and str(msh[12]) == "2.5.1"
+    )
     assert str(msg.segment("MSA")[1]) == "AA"
     assert str(msg.segment("MSA")[2]) == "CTL^0001"  # exactly as written in MSH-10
     assert "ERR" not in [str(s[0]) for s in msg]
@@ -52,7 +57,14 @@ def test_an_ack_keeps_the_inbound_delimiters_and_character_set() -> None:
 
 
 def test_an_ack_for_unreadable_bytes_has_no_msa2_and_our_application() -> None:
-    raw = ack.build_ack(None, ack.REJECT, control_id="A4", now=NOW, application="CCMCONNECTOR", reason="no MSH segment: not an HL7 message")
+    raw = ack.build_ack(
+        None,
+        ack.REJECT,
+        control_id="A4",
+        now=NOW,
+        application="CCMCONNECTOR",
+        reason="no MSH segment: not an HL7 message",
+    )
     msg = python_hl7.parse(raw.decode())
     assert str(msg.segment("MSH")[3]) == "CCMCONNECTOR"
     assert str(msg.segment("MSA")[1]) == "AR" and str(msg.segment("MSA")[2]) == ""
@@ -61,7 +73,13 @@ def test_an_ack_for_unreadable_bytes_has_no_msa2_and_our_application() -> None:
 def test_unusable_inbound_delimiters_fall_back_to_the_standard_ones() -> None:
     header = reader.peek_header(b"MSH|^^\\&|EHR|F|CCM|P|2026||ADT^A01|CTL-1|P|2.5")
     assert header is not None
-    raw = ack.build_ack(header, ack.REJECT, control_id="A5", now=NOW, reason="MSH-2: two delimiters are the same character")
+    raw = ack.build_ack(
+        header,
+        ack.REJECT,
+        control_id="A5",
+        now=NOW,
+        reason="MSH-2: two delimiters are the same character",
+    )
     parsed = ack.read_ack(raw)
     assert parsed.code == "AR" and parsed.control_id == "CTL-1"
     assert raw.startswith(b"MSH|^~\\&|")

@@ -64,13 +64,20 @@ class Recorder:
 
     def oversize(self, head: bytes, size: int, peer: str) -> bytes:
         self.oversized.append(size)
-        return ack.build_ack(reader.peek_header(head), ack.REJECT, control_id="R", now=NOW, reason="too big")
+        return ack.build_ack(
+            reader.peek_header(head), ack.REJECT, control_id="R", now=NOW, reason="too big"
+        )
 
     def event(self, name: str, peer: str, **fields: object) -> None:
         self.events.append(name)
 
 
-def serve(recorder: Recorder, body: Callable[[int], Awaitable[None]], limits: mllp.Limits | None = None, tls: ssl.SSLContext | None = None) -> None:
+def serve(
+    recorder: Recorder,
+    body: Callable[[int], Awaitable[None]],
+    limits: mllp.Limits | None = None,
+    tls: ssl.SSLContext | None = None,
+) -> None:
     """Run the server on a free port around body(port), all bounded by WAIT."""
 
     async def main() -> None:
@@ -118,7 +125,9 @@ def test_split_and_merged_frames_are_each_answered_in_order() -> None:
             w.write(bytes([byte]))
             await w.drain()
         assert ack.read_ack(await read_ack(r)).control_id == "S1"
-        w.write(mllp.frame(message("S2")) + b"\r\n" + mllp.frame(message("S3")))  # two frames, one write
+        w.write(
+            mllp.frame(message("S2")) + b"\r\n" + mllp.frame(message("S3"))
+        )  # two frames, one write
         await w.drain()
         assert ack.read_ack(await read_ack(r)).control_id == "S2"
         assert ack.read_ack(await read_ack(r)).control_id == "S3"
@@ -150,7 +159,10 @@ def test_bytes_outside_frames_are_reported_and_the_stream_goes_on() -> None:
 
     serve(rec, body)
     reasons = [reason for _, reason in rec.junk_seen]
-    assert reasons == ["bytes outside an MLLP frame", "a frame started before the previous one ended"]
+    assert reasons == [
+        "bytes outside an MLLP frame",
+        "a frame started before the previous one ended",
+    ]
 
 
 def test_an_oversize_frame_gets_ar_and_the_connection_is_closed() -> None:
@@ -240,7 +252,13 @@ def _self_signed(folder: Path) -> tuple[Path, Path]:
     )
     cert_file, key_file = folder / "cert.pem", folder / "key.pem"
     cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     key_file.chmod(0o600)
     return cert_file, key_file
 
@@ -253,7 +271,9 @@ def test_tls_with_our_client(tmp_path: Path) -> None:
     async def body(port: int) -> None:
         async with mllp.Client("localhost", port, tls=client_ctx, timeout=WAIT) as client:
             for i in range(3):
-                assert ack.read_ack(await client.send(message(f"T{i}"))) == ack.Ack("AA", f"T{i}", "")
+                assert ack.read_ack(await client.send(message(f"T{i}"))) == ack.Ack(
+                    "AA", f"T{i}", ""
+                )
 
     serve(rec, body, tls=mllp.server_tls(str(cert), str(key)))
     assert len(rec.frames) == 3
@@ -284,18 +304,21 @@ CLI = Path(sys.executable).parent / "ccm-connector"
 
 
 def touchpoint(n: int) -> bytes:
-    return "\r".join(
-        [
-            f"MSH|^~\\&|EHR|CLINIC|CCM|PRACTICE|20261103103000-0600||MDM^T02^MDM_T02|E2E-{n:04d}|P|2.5.1",
-            "EVN|T02|20261103103000-0600",
-            f"PID|1||MRN{1000 + n % 7}^^^CLINIC^MR||TESTPATIENT^ALPHA||19480212|F",
-            "PV1|1|O",
-            f"TXA|1|CCM-TOUCH|TX|20261103101500-0600|RN042^NURSE^NORA||20261103103000-0600|||||TP-E2E-{n:04d}||||AU",
-            f"OBX|1|NM|CCM-MIN^Minutes^L||{5 + n % 20}",
-            "OBX|2|CE|CCM-ACT^Activity^L||CALL",
-            "OBX|3|TX|CCM-NOTE^Summary^L||Called about medication refills.",
-        ]
-    ).encode() + b"\r"
+    return (
+        "\r".join(
+            [
+                f"MSH|^~\\&|EHR|CLINIC|CCM|PRACTICE|20261103103000-0600||MDM^T02^MDM_T02|E2E-{n:04d}|P|2.5.1",
+                "EVN|T02|20261103103000-0600",
+                f"PID|1||MRN{1000 + n % 7}^^^CLINIC^MR||TESTPATIENT^ALPHA||19480212|F",
+                "PV1|1|O",
+                f"TXA|1|CCM-TOUCH|TX|20261103101500-0600|RN042^NURSE^NORA||20261103103000-0600|||||TP-E2E-{n:04d}||||AU",
+                f"OBX|1|NM|CCM-MIN^Minutes^L||{5 + n % 20}",
+                "OBX|2|CE|CCM-ACT^Activity^L||CALL",
+                "OBX|3|TX|CCM-NOTE^Summary^L||Called about medication refills.",
+            ]
+        ).encode()
+        + b"\r"
+    )
 
 
 class Listener:
@@ -311,10 +334,16 @@ class Listener:
         self.stderr: list[str] = []
         threading.Thread(target=lambda: self.stderr.extend(self.proc.stderr), daemon=True).start()  # type: ignore[arg-type]
         line: list[str] = []
-        reader_thread = threading.Thread(target=lambda: line.append(self.proc.stdout.readline()), daemon=True)  # type: ignore[union-attr]
+        reader_thread = threading.Thread(
+            target=lambda: line.append(self.proc.stdout.readline()), daemon=True
+        )  # type: ignore[union-attr]
         reader_thread.start()
         reader_thread.join(WAIT)
-        assert line and line[0].startswith("listening on 127.0.0.1:"), (line, self.proc.poll(), self.stderr[-5:])
+        assert line and line[0].startswith("listening on 127.0.0.1:"), (
+            line,
+            self.proc.poll(),
+            self.stderr[-5:],
+        )
         self.port = int(line[0].rsplit(":", 1)[1])
 
     def kill(self) -> None:
@@ -326,7 +355,13 @@ class Listener:
         return self.proc.wait(WAIT)
 
 
-async def send_stream(port: int, items: list[bytes], acked: dict[str, str], kill_after: int | None = None, killer: Callable[[], None] | None = None) -> int:
+async def send_stream(
+    port: int,
+    items: list[bytes],
+    acked: dict[str, str],
+    kill_after: int | None = None,
+    killer: Callable[[], None] | None = None,
+) -> int:
     """Send items over one connection, one at a time, recording control id → ACK code.
 
     With kill_after, the listener is killed right after that item is written (before its ACK
@@ -350,7 +385,9 @@ async def send_stream(port: int, items: list[bytes], acked: dict[str, str], kill
         w.close()
 
 
-def test_stream_with_garbage_resend_and_sigkill_loses_no_acked_message(local_instance: Path) -> None:
+def test_stream_with_garbage_resend_and_sigkill_loses_no_acked_message(
+    local_instance: Path,
+) -> None:
     config = local_instance / "connector.toml"
     cfg = load_config(config)
     stream = [touchpoint(n) for n in range(40)]
@@ -359,24 +396,39 @@ def test_stream_with_garbage_resend_and_sigkill_loses_no_acked_message(local_ins
     acked: dict[str, str] = {}
 
     first = Listener(config)
-    stopped_at = asyncio.run(send_stream(first.port, stream, acked, kill_after=30, killer=first.kill))
+    stopped_at = asyncio.run(
+        send_stream(first.port, stream, acked, kill_after=30, killer=first.kill)
+    )
     assert stopped_at == 30, "the kill should cut the stream at the message in flight"
     assert first.proc.returncode == -signal.SIGKILL
 
     second = Listener(config)
-    asyncio.run(send_stream(second.port, stream[stopped_at:], acked))  # the sender resends what was not ACKed
+    asyncio.run(
+        send_stream(second.port, stream[stopped_at:], acked)
+    )  # the sender resends what was not ACKed
     assert second.stop() == 0
     assert "Traceback" not in "".join(first.stderr + second.stderr)
 
     assert acked["garbage#10"] == "AR"
     assert all(code == "AA" for cid, code in acked.items() if cid.startswith("E2E-"))
-    assert sorted(cid for cid in acked if cid.startswith("E2E-")) == [f"E2E-{n:04d}" for n in range(40)]
+    assert sorted(cid for cid in acked if cid.startswith("E2E-")) == [
+        f"E2E-{n:04d}" for n in range(40)
+    ]
 
     db = sqlite3.connect(cfg.store.path)
-    rows = dict(db.execute("SELECT control_id, count(*) FROM inbound_message GROUP BY control_id").fetchall())
+    rows = dict(
+        db.execute(
+            "SELECT control_id, count(*) FROM inbound_message GROUP BY control_id"
+        ).fetchall()
+    )
     assert rows == {f"E2E-{n:04d}": 1 for n in range(40)}, "every ACKed message stored, none twice"
     assert db.execute("SELECT count(*) FROM touchpoint").fetchone()[0] == 40
-    assert db.execute("SELECT resends FROM inbound_message WHERE control_id = 'E2E-0003'").fetchone()[0] >= 1
+    assert (
+        db.execute("SELECT resends FROM inbound_message WHERE control_id = 'E2E-0003'").fetchone()[
+            0
+        ]
+        >= 1
+    )
     assert db.execute("SELECT count(*) FROM quarantine").fetchone()[0] == 1
     assert audit.verify(db, audit.read_key(cfg.audit.key_file)).ok
     db.close()

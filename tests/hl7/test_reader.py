@@ -80,11 +80,16 @@ def test_undeclared_non_ascii_is_read_as_utf8_else_windows_1252_with_a_note() ->
 @pytest.mark.parametrize("declared", ["UNICODE UTF-16", "UNICODE", "ISO IR87", "EBCDIC"])
 def test_character_sets_we_do_not_read_are_refused(declared: str) -> None:
     with pytest.raises(ReadError, match="MSH-18: character set .* is not supported"):
-        read_message(f"MSH|^~\\&|A|B|C|D|20260101||ADT^A04|X1|P|2.5.1||||||{declared}\rPID|1".encode())
+        read_message(
+            f"MSH|^~\\&|A|B|C|D|20260101||ADT^A04|X1|P|2.5.1||||||{declared}\rPID|1".encode()
+        )
 
 
 def test_a_bom_overrides_a_conflicting_msh18() -> None:
-    data = reader.BOM + "MSH|^~\\&|A|B|C|D|20260101||ADT^A04|X1|P|2.5.1||||||8859/1\rPID|1||M^^^^MR||ZOË".encode()
+    data = (
+        reader.BOM
+        + "MSH|^~\\&|A|B|C|D|20260101||ADT^A04|X1|P|2.5.1||||||8859/1\rPID|1||M^^^^MR||ZOË".encode()
+    )
     (m,) = read_file(data).messages
     assert m.first("PID").get(5) == "ZOË"
     assert "byte-order mark" in " ".join(m.notes)
@@ -103,7 +108,10 @@ def test_a_batch_with_trailers_yields_its_messages_and_no_notes() -> None:
 def test_a_batch_without_trailers_is_read_and_noted() -> None:
     contents = read_file(fixture("batch_without_trailers.hl7"))
     assert [m.type for m in contents.messages] == ["ADT^A04", "ADT^A08"]
-    assert set(contents.notes) == {"a batch without its BTS trailer", "a file without its FTS trailer"}
+    assert set(contents.notes) == {
+        "a batch without its BTS trailer",
+        "a file without its FTS trailer",
+    }
 
 
 def test_a_trailer_count_that_does_not_match_is_noted() -> None:
@@ -114,7 +122,11 @@ def test_a_trailer_count_that_does_not_match_is_noted() -> None:
 
 def test_many_messages_separated_by_blank_lines() -> None:
     contents = read_file(fixture("many_messages.hl7"))
-    assert [m.control_id for m in contents.messages] == ["FX-A04-0001", "FX-A08-0002", "FX-A04-0003"]
+    assert [m.control_id for m in contents.messages] == [
+        "FX-A04-0001",
+        "FX-A08-0002",
+        "FX-A04-0003",
+    ]
     assert [m.index for m in contents.messages] == [1, 2, 3]
 
 
@@ -128,12 +140,22 @@ def test_lines_before_any_msh_are_one_unreadable_item_and_the_message_after_them
 def test_a_nested_batch_header_ends_the_message_it_interrupts() -> None:
     data = b"BHS|^~\\&|A\rMSH|^~\\&|A|B|C|D|20260101||ADT^A04|X1|P|2.5\rEVN|A04\rBHS|^~\\&|A\rPID|1\rBTS|1\r"
     items = read_file(data).items
-    assert isinstance(items[0], reader.Message) and [s.id for s in items[0].segments] == ["MSH", "EVN"]
+    assert isinstance(items[0], reader.Message) and [s.id for s in items[0].segments] == [
+        "MSH",
+        "EVN",
+    ]
     assert isinstance(items[1], reader.Unreadable)
     assert "a BHS before the previous batch's BTS" in read_file(data).notes
 
 
-@pytest.mark.parametrize("data, reason", [(b"", "empty file"), (b" \r\n \n", "empty file"), (b"FHS|^~\\&\rFTS|0", "no HL7 message found")])
+@pytest.mark.parametrize(
+    "data, reason",
+    [
+        (b"", "empty file"),
+        (b" \r\n \n", "empty file"),
+        (b"FHS|^~\\&\rFTS|0", "no HL7 message found"),
+    ],
+)
 def test_a_file_without_messages_is_one_unreadable_item(data: bytes, reason: str) -> None:
     (item,) = read_file(data).items
     assert isinstance(item, reader.Unreadable) and item.reason == reason
@@ -165,7 +187,10 @@ def test_read_message_wants_exactly_one_message() -> None:
         (b"MSH||A|B", "MSH-2: encoding characters missing"),
         (b"MSH|^~\\&|A|B|C|D|20260101||ADT^A04||P|2.5", "MSH-10: message control id missing"),
         (b"MSH|^~\\&|A|B|C|D|20260101|||X1|P|2.5", "MSH-9: message type missing"),
-        (b"MSH|^^\\&|A|B|C|D|20260101||ADT|X1|P|2.5", "MSH-2: two delimiters are the same character"),
+        (
+            b"MSH|^^\\&|A|B|C|D|20260101||ADT|X1|P|2.5",
+            "MSH-2: two delimiters are the same character",
+        ),
         (b"MSH|^~\\a|A", "MSH-2: encoding characters must be ASCII punctuation"),
     ],
 )
@@ -189,7 +214,9 @@ def test_other_encoding_characters_are_honoured() -> None:
 
 
 def test_vista_style_caret_field_separator() -> None:
-    m = read_message(b"MSH^~|\\&^VISTA^500^CCM^PR^20260101^^ADT~A04^V1^P^2.4\rPID^1^^M77~~~VA~MR^^DOE~JO")
+    m = read_message(
+        b"MSH^~|\\&^VISTA^500^CCM^PR^20260101^^ADT~A04^V1^P^2.4\rPID^1^^M77~~~VA~MR^^DOE~JO"
+    )
     assert m.delimiters == Delimiters("^", "~", "|", "\\", "&")
     assert m.type == "ADT^A04" and m.first("PID").get(5, 2) == "JO"
 
@@ -207,7 +234,9 @@ def test_vista_style_caret_field_separator() -> None:
     ],
 )
 def test_msh2_forms(msh2: str, expected: Delimiters) -> None:
-    if expected.component == "~":  # positional, with '|' as repetition: needs another field separator
+    if (
+        expected.component == "~"
+    ):  # positional, with '|' as repetition: needs another field separator
         with pytest.raises(ReadError):
             parse_delimiters("|", msh2)
         return
@@ -218,7 +247,9 @@ def test_a_message_whose_msh2_lacks_the_repetition_character_keeps_tildes_as_tex
     m = only_message("delimiters_msh2_missing_repetition.hl7")
     assert m.delimiters.repetition is None
     assert m.first("PID").get(5) == "TEST~TILDE"
-    assert m.notes == ("MSH-2 is not in standard order; each character was read in its standard role",)
+    assert m.notes == (
+        "MSH-2 is not in standard order; each character was read in its standard role",
+    )
 
 
 # --- segments and escapes ---------------------------------------------------------------------------
@@ -228,7 +259,9 @@ def test_field_numbering_and_access() -> None:
     m = only_message("adt_a04_cr.hl7")
     assert m.msh.get(1) == "|" and m.msh.get(2) == "^~\\&" and m.msh.get(10) == "FX-A04-0001"
     pid = m.first("PID")
-    assert pid.get(3) == "MRN1001" and pid.get(3, 5) == "MR" and pid.get(3, 1, 1, 2) == "1EG4TE5MK73"
+    assert (
+        pid.get(3) == "MRN1001" and pid.get(3, 5) == "MR" and pid.get(3, 1, 1, 2) == "1EG4TE5MK73"
+    )
     assert pid.get(3, 9) == "" and pid.get(99) == "" and pid.get(3, 1, 1, 3) == ""
     assert pid.repetitions(3) == ["MRN1001^^^NORTHCLINIC^MR", "1EG4TE5MK73^^^CMS^MC"]
     assert pid.parts(3, 2) == [["1EG4TE5MK73"], [""], [""], ["CMS"], ["MC"]]
@@ -274,9 +307,16 @@ def test_escape_writes_every_delimiter_and_line_break_as_a_sequence() -> None:
 
 
 def test_peek_header_finds_the_control_id_of_an_unreadable_frame() -> None:
-    header = reader.peek_header(b"\xef\xbb\xbf\rMSH|^~\\&|EHR|F|CCM|P|2026||ADT^A01|CTL-9|P|2.5||||||KOI8")
+    header = reader.peek_header(
+        b"\xef\xbb\xbf\rMSH|^~\\&|EHR|F|CCM|P|2026||ADT^A01|CTL-9|P|2.5||||||KOI8"
+    )
     assert header is not None
-    assert (header.control_id, header.sending_application, header.message_code, header.trigger) == ("CTL-9", "EHR", "ADT", "A01")
+    assert (header.control_id, header.sending_application, header.message_code, header.trigger) == (
+        "CTL-9",
+        "EHR",
+        "ADT",
+        "A01",
+    )
     assert reader.peek_header(b"no header here") is None
 
 
@@ -292,7 +332,35 @@ def test_random_bytes_never_raise_from_read_file(data: bytes) -> None:
         assert isinstance(item, (reader.Message, reader.Unreadable))
 
 
-_PIECES = st.sampled_from([b"MSH|^~\\&|", b"MSH|", b"MSH^~|\\&^", b"\r", b"\n", b"\r\n", b"|", b"^", b"~", b"\\", b"&", b"BHS|", b"BTS|1", b"FHS|^~\\&|", b"PID|1", b"\x0b", b"\x1c", b"\xef\xbb\xbf", b"ADT^A04", b"X1", b"||||||UNICODE UTF-8", b"8859/1", b"\xe9", b"\\X0D\\", b"\\.sp9\\"])
+_PIECES = st.sampled_from(
+    [
+        b"MSH|^~\\&|",
+        b"MSH|",
+        b"MSH^~|\\&^",
+        b"\r",
+        b"\n",
+        b"\r\n",
+        b"|",
+        b"^",
+        b"~",
+        b"\\",
+        b"&",
+        b"BHS|",
+        b"BTS|1",
+        b"FHS|^~\\&|",
+        b"PID|1",
+        b"\x0b",
+        b"\x1c",
+        b"\xef\xbb\xbf",
+        b"ADT^A04",
+        b"X1",
+        b"||||||UNICODE UTF-8",
+        b"8859/1",
+        b"\xe9",
+        b"\\X0D\\",
+        b"\\.sp9\\",
+    ]
+)
 
 
 @settings(max_examples=400, deadline=None)
@@ -312,7 +380,12 @@ def test_hl7_shaped_noise_only_ever_raises_read_error(parts: list[bytes]) -> Non
             seg.parts(n)
 
 
-_VALUE = st.text(alphabet=st.one_of(st.characters(blacklist_categories=("Cs", "Cc")), st.sampled_from("\r\n|^~&\\")), max_size=30)
+_VALUE = st.text(
+    alphabet=st.one_of(
+        st.characters(blacklist_categories=("Cs", "Cc")), st.sampled_from("\r\n|^~&\\")
+    ),
+    max_size=30,
+)
 
 
 @settings(max_examples=200, deadline=None)
@@ -328,7 +401,13 @@ def test_escaped_values_round_trip_through_a_message(fields: list[list[str]]) ->
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(st.lists(st.text(alphabet="ABCXYZ019 .-", max_size=8), min_size=1, max_size=3), min_size=1, max_size=6))
+@given(
+    st.lists(
+        st.lists(st.text(alphabet="ABCXYZ019 .-", max_size=8), min_size=1, max_size=3),
+        min_size=1,
+        max_size=6,
+    )
+)
 def test_field_values_agree_with_python_hl7(fields: list[list[str]]) -> None:
     """python-hl7 as an independent reader of the same text."""
     encoded = "|".join("^".join(comps) for comps in fields)
@@ -337,5 +416,7 @@ def test_field_values_agree_with_python_hl7(fields: list[list[str]]) -> None:
     theirs = python_hl7.parse(text).segment("ZRT")
     for n, comps in enumerate(fields, start=1):
         for c in range(1, len(comps) + 1):
-            expected = theirs.extract_field(field_num=n, repeat_num=1, component_num=c, subcomponent_num=1)
+            expected = theirs.extract_field(
+                field_num=n, repeat_num=1, component_num=c, subcomponent_num=1
+            )
             assert ours.get(n, c) == expected.strip()

@@ -30,7 +30,11 @@ GENERIC = load_profile("generic-2.5.1")
 
 
 def variant(name: str, *edits: tuple[str, str]) -> Profile:
-    text = resources.files("ccm_connector.mappings").joinpath("profiles", f"{name}.toml").read_text(encoding="utf-8")
+    text = (
+        resources.files("ccm_connector.mappings")
+        .joinpath("profiles", f"{name}.toml")
+        .read_text(encoding="utf-8")
+    )
     for old, new in edits:
         assert old in text, old
         text = text.replace(old, new, 1)
@@ -56,7 +60,9 @@ def of(result: Result, kind: type) -> list:
 def test_patient_demographics_and_mbi() -> None:
     r = mapped("adt_a04_cr.hl7")
     assert r.action == MAPPED and r.warnings == ()
-    assert r.records == (Patient("MRN1001", "TESTPATIENT", "ALPHA", dt.date(1948, 2, 12), "F", "1EG4TE5MK73"),)
+    assert r.records == (
+        Patient("MRN1001", "TESTPATIENT", "ALPHA", dt.date(1948, 2, 12), "F", "1EG4TE5MK73"),
+    )
 
 
 def test_a_malformed_mbi_is_skipped_with_a_warning_not_a_rejection() -> None:
@@ -82,16 +88,30 @@ def test_touchpoint() -> None:
 
 def test_consent_and_care_plan() -> None:
     (consent,) = of(mapped("mdm_consent.hl7"), Consent)
-    assert consent == Consent("MRN1001", "ccm", dt.date(2026, 11, 1), "1234567893", "given", "CN-0001")
+    assert consent == Consent(
+        "MRN1001", "ccm", dt.date(2026, 11, 1), "1234567893", "given", "CN-0001"
+    )
     (plan,) = of(mapped("mdm_care_plan.hl7"), CarePlan)
-    assert plan == CarePlan("MRN1001", dt.date(2026, 11, 2), "CP-0001", ("problems", "goals", "medications", "symptoms", "interventions"), shared_on=dt.date(2026, 11, 3))
+    assert plan == CarePlan(
+        "MRN1001",
+        dt.date(2026, 11, 2),
+        "CP-0001",
+        ("problems", "goals", "medications", "symptoms", "interventions"),
+        shared_on=dt.date(2026, 11, 3),
+    )
 
 
 def test_stays_admit_discharge_and_snf() -> None:
-    assert of(mapped("adt_a01_inpatient.hl7"), Stay) == [Stay("MRN1001", dt.date(2026, 11, 5), None, "inpatient", "V-7001")]
-    assert of(mapped("adt_a03_discharge.hl7"), Stay) == [Stay("MRN1001", dt.date(2026, 11, 5), dt.date(2026, 11, 12), "inpatient", "V-7001")]
+    assert of(mapped("adt_a01_inpatient.hl7"), Stay) == [
+        Stay("MRN1001", dt.date(2026, 11, 5), None, "inpatient", "V-7001")
+    ]
+    assert of(mapped("adt_a03_discharge.hl7"), Stay) == [
+        Stay("MRN1001", dt.date(2026, 11, 5), dt.date(2026, 11, 12), "inpatient", "V-7001")
+    ]
     # no PV1-44: the A01 event time (EVN-2) is the admit date
-    assert of(mapped("adt_a01_snf.hl7"), Stay) == [Stay("MRN6006", dt.date(2026, 11, 5), None, "snf", "V-8001")]
+    assert of(mapped("adt_a01_snf.hl7"), Stay) == [
+        Stay("MRN6006", dt.date(2026, 11, 5), None, "snf", "V-8001")
+    ]
     outpatient = edited("adt_a01_inpatient.hl7", "PV1|1|I|", "PV1|1|O|")
     assert outpatient.action == MAPPED and of(outpatient, Stay) == []
 
@@ -109,23 +129,35 @@ def test_problems_with_status_and_code_systems() -> None:
         Problem("MRN1001", "I10", "I10", "active"),
         Problem("MRN1001", "J45.909", "I10", "resolved"),
     ]
-    assert of(mapped("ppr_pc3_delete.hl7"), Problem) == [Problem("MRN1001", "I10", "I10", "deleted")]
+    assert of(mapped("ppr_pc3_delete.hl7"), Problem) == [
+        Problem("MRN1001", "I10", "I10", "deleted")
+    ]
 
 
 def test_diagnoses_become_problems_only_where_a_profile_asks() -> None:
     assert of(mapped("adt_a08_diagnoses.hl7"), Problem) == []
-    profile = variant("generic-2.5.1", ('"ADT^A08" = ["patient"]', '"ADT^A08" = ["patient", "diagnoses"]'), ("types = []", 'types = ["F"]'))
-    assert of(mapped("adt_a08_diagnoses.hl7", profile), Problem) == [Problem("MRN1001", "N18.3", "I10", "active")]
+    profile = variant(
+        "generic-2.5.1",
+        ('"ADT^A08" = ["patient"]', '"ADT^A08" = ["patient", "diagnoses"]'),
+        ("types = []", 'types = ["F"]'),
+    )
+    assert of(mapped("adt_a08_diagnoses.hl7", profile), Problem) == [
+        Problem("MRN1001", "N18.3", "I10", "active")
+    ]
 
 
 def test_generic_services_from_ft1_7_with_npis_and_the_lab_line_skipped() -> None:
     r = mapped("generic_dft_p03.hl7")
     assert of(r, Service) == [
         Service("MRN1001", dt.date(2026, 11, 4), ("G0181",), "1245319599", "TX-1"),
-        Service("MRN1001", dt.date(2026, 11, 4), ("99214",), "1234567893", "TX-2"),  # NPI from PV1-7
+        Service(
+            "MRN1001", dt.date(2026, 11, 4), ("99214",), "1234567893", "TX-2"
+        ),  # NPI from PV1-7
     ]
     credit = mapped("generic_dft_p03_credit.hl7")
-    assert of(credit, Service) == [Service("MRN1001", dt.date(2026, 11, 4), ("G0181",), "1245319599", "TX-1R", reversed=True)]
+    assert of(credit, Service) == [
+        Service("MRN1001", dt.date(2026, 11, 4), ("G0181",), "1245319599", "TX-1R", reversed=True)
+    ]
 
 
 def test_ecw_style_dft_cpt_in_ft1_25_comma_names_and_local_provider_ids() -> None:
@@ -134,22 +166,38 @@ def test_ecw_style_dft_cpt_in_ft1_25_comma_names_and_local_provider_ids() -> Non
     assert r.action == MAPPED
     (patient,) = of(r, Patient)
     assert (patient.family, patient.given) == ("TESTPATIENT", "BETA R")
-    assert of(r, Service) == [Service("MRN4004", dt.date(2026, 11, 5), ("99214", "99490"), "1932102084", None)]
+    assert of(r, Service) == [
+        Service("MRN4004", dt.date(2026, 11, 5), ("99214", "99490"), "1932102084", None)
+    ]
     generic = mapped("ecw_dft_p03.hl7", variant("generic-2.5.1"))
-    assert of(generic, Patient)[0].family == "TESTPATIENT, BETA R"  # the generic profile does not split names
+    assert (
+        of(generic, Patient)[0].family == "TESTPATIENT, BETA R"
+    )  # the generic profile does not split names
     assert of(generic, Service)[0].practitioner_npi is None
 
 
 def test_pmdsoft_dft_npi_from_pv1_subcomponents_and_mrn_from_pid2() -> None:
     r = mapped("pmdsoft_dft_p03.hl7", load_profile("pmdsoft-2.3"))
-    assert of(r, Service) == [Service("MRN5005", dt.date(2026, 10, 7), ("99490",), "1356421622", None)]
-    wrong_version = edited("pmdsoft_dft_p03.hl7", "|P|2.3|", "|P|2.5.1|", load_profile("pmdsoft-2.3"))
-    assert (wrong_version.action, wrong_version.reason) == (REJECTED, "MSH-12: version 2.5.1 is not accepted by profile pmdsoft-2.3")
+    assert of(r, Service) == [
+        Service("MRN5005", dt.date(2026, 10, 7), ("99490",), "1356421622", None)
+    ]
+    wrong_version = edited(
+        "pmdsoft_dft_p03.hl7", "|P|2.3|", "|P|2.5.1|", load_profile("pmdsoft-2.3")
+    )
+    assert (wrong_version.action, wrong_version.reason) == (
+        REJECTED,
+        "MSH-12: version 2.5.1 is not accepted by profile pmdsoft-2.3",
+    )
 
 
 def test_quirky_fixtures_map_like_the_plain_one() -> None:
     plain = mapped("adt_a04_cr.hl7").records
-    for name in ("adt_a04_lf.hl7", "adt_a04_crlf.hl7", "many_messages.hl7", "batch_with_trailers.hl7"):
+    for name in (
+        "adt_a04_lf.hl7",
+        "adt_a04_crlf.hl7",
+        "many_messages.hl7",
+        "batch_with_trailers.hl7",
+    ):
         assert mapped(name).records == plain
     assert of(mapped("adt_a04_8859-1.hl7"), Patient)[0].given == "JOSÉ"
     assert of(mapped("delimiters_custom.hl7"), Patient)[0].mrn == "MRN2002"
@@ -158,25 +206,92 @@ def test_quirky_fixtures_map_like_the_plain_one() -> None:
 @pytest.mark.parametrize(
     "fixture, old, new, reason",
     [
-        ("adt_a04_cr.hl7", "19480212", "Aug 15, 1942", "PID-7: not an HL7 date/time (YYYYMMDD[HHMM[SS[.S]]][+/-ZZZZ])"),
-        ("adt_a04_cr.hl7", "MRN1001^^^NORTHCLINIC^MR~1EG4TE5MK73^^^CMS^MC", "1EG4TE5MK73^^^CMS^MC", "PID-3: no medical record number"),
+        (
+            "adt_a04_cr.hl7",
+            "19480212",
+            "Aug 15, 1942",
+            "PID-7: not an HL7 date/time (YYYYMMDD[HHMM[SS[.S]]][+/-ZZZZ])",
+        ),
+        (
+            "adt_a04_cr.hl7",
+            "MRN1001^^^NORTHCLINIC^MR~1EG4TE5MK73^^^CMS^MC",
+            "1EG4TE5MK73^^^CMS^MC",
+            "PID-3: no medical record number",
+        ),
         ("adt_a04_cr.hl7", "TESTPATIENT^ALPHA^Q", "", "PID-5: patient family name missing"),
-        ("mdm_touchpoint.hl7", "CCM-MIN^Minutes^L||22", "CCM-MIN^Minutes^L||0", "OBX CCM-MIN: must be a whole number of minutes from 1 to 1440"),
+        (
+            "mdm_touchpoint.hl7",
+            "CCM-MIN^Minutes^L||22",
+            "CCM-MIN^Minutes^L||0",
+            "OBX CCM-MIN: must be a whole number of minutes from 1 to 1440",
+        ),
         ("mdm_touchpoint.hl7", "OBX|1|NM|CCM-MIN", "OBX|1|NM|OTHER", "OBX CCM-MIN: missing"),
         ("mdm_touchpoint.hl7", "|TP-0001|", "||", "TXA-12: unique document number missing"),
-        ("mdm_touchpoint.hl7", "|RN042^NURSE^NORA^^^^^^ROSTER|", "||", "TXA-5: performing staff id missing"),
-        ("mdm_touchpoint.hl7", "|20261103101500-0600|", "|yesterday|", "TXA-4: not an HL7 date/time (YYYYMMDD[HHMM[SS[.S]]][+/-ZZZZ])"),
-        ("mdm_consent.hl7", "||ccm", "||ltc", "OBX CCM-PROGRAM: program ltc is not one of apcm, ccm, pcm"),
-        ("mdm_consent.hl7", "||given", "||maybe", "OBX CCM-STATUS: status maybe is not in [documents.consent_statuses]"),
-        ("mdm_consent.hl7", "||1234567893^DOCTOR", "||1234567890^DOCTOR", "OBX CCM-PRACT: not a valid NPI"),
-        ("mdm_care_plan.hl7", "||symptoms", "||vibes", "OBX CCM-ELEM: element vibes is not in [documents.care_plan_elements]"),
-        ("ppr_pc1_problems.hl7", "E119^Type 2 diabetes mellitus without complications^I10", "E119^Type 2 diabetes", "PRB-3.3: coding system missing"),
-        ("ppr_pc1_problems.hl7", "E119^Type 2 diabetes mellitus without complications^I10", "diabetes^Type 2 diabetes^I10", "PRB-3.1: not an ICD-10 code"),
-        ("adt_a03_discharge.hl7", "20261112143000-0600", "20261101143000-0600", "PV1-45: discharge date before the admit date"),
-        ("generic_dft_p03.hl7", "TX-1||20261104^20261104", "TX-1||", "FT1-4: transaction date missing"),
+        (
+            "mdm_touchpoint.hl7",
+            "|RN042^NURSE^NORA^^^^^^ROSTER|",
+            "||",
+            "TXA-5: performing staff id missing",
+        ),
+        (
+            "mdm_touchpoint.hl7",
+            "|20261103101500-0600|",
+            "|yesterday|",
+            "TXA-4: not an HL7 date/time (YYYYMMDD[HHMM[SS[.S]]][+/-ZZZZ])",
+        ),
+        (
+            "mdm_consent.hl7",
+            "||ccm",
+            "||ltc",
+            "OBX CCM-PROGRAM: program ltc is not one of apcm, ccm, pcm",
+        ),
+        (
+            "mdm_consent.hl7",
+            "||given",
+            "||maybe",
+            "OBX CCM-STATUS: status maybe is not in [documents.consent_statuses]",
+        ),
+        (
+            "mdm_consent.hl7",
+            "||1234567893^DOCTOR",
+            "||1234567890^DOCTOR",
+            "OBX CCM-PRACT: not a valid NPI",
+        ),
+        (
+            "mdm_care_plan.hl7",
+            "||symptoms",
+            "||vibes",
+            "OBX CCM-ELEM: element vibes is not in [documents.care_plan_elements]",
+        ),
+        (
+            "ppr_pc1_problems.hl7",
+            "E119^Type 2 diabetes mellitus without complications^I10",
+            "E119^Type 2 diabetes",
+            "PRB-3.3: coding system missing",
+        ),
+        (
+            "ppr_pc1_problems.hl7",
+            "E119^Type 2 diabetes mellitus without complications^I10",
+            "diabetes^Type 2 diabetes^I10",
+            "PRB-3.1: not an ICD-10 code",
+        ),
+        (
+            "adt_a03_discharge.hl7",
+            "20261112143000-0600",
+            "20261101143000-0600",
+            "PV1-45: discharge date before the admit date",
+        ),
+        (
+            "generic_dft_p03.hl7",
+            "TX-1||20261104^20261104",
+            "TX-1||",
+            "FT1-4: transaction date missing",
+        ),
     ],
 )
-def test_rejections_name_the_field_never_the_value(fixture: str, old: str, new: str, reason: str) -> None:
+def test_rejections_name_the_field_never_the_value(
+    fixture: str, old: str, new: str, reason: str
+) -> None:
     r = edited(fixture, old, new)
     assert (r.action, r.reason, r.records) == (REJECTED, reason, ())
 
@@ -184,9 +299,24 @@ def test_rejections_name_the_field_never_the_value(fixture: str, old: str, new: 
 @pytest.mark.parametrize(
     "fixture, old, new, reason",
     [
-        ("adt_a04_cr.hl7", "|P|2.5.1", "|T|2.5.1", "MSH-11: processing id T is not mapped by profile generic-2.5.1"),
-        ("adt_a04_cr.hl7", "ADT^A04^ADT_A01", "SIU^S12^SIU_S12", "MSH-9: message type SIU^S12 is not mapped by profile generic-2.5.1"),
-        ("mdm_touchpoint.hl7", "|CCM-TOUCH|", "|DS|", "TXA-2: document type DS is not a CCM document"),
+        (
+            "adt_a04_cr.hl7",
+            "|P|2.5.1",
+            "|T|2.5.1",
+            "MSH-11: processing id T is not mapped by profile generic-2.5.1",
+        ),
+        (
+            "adt_a04_cr.hl7",
+            "ADT^A04^ADT_A01",
+            "SIU^S12^SIU_S12",
+            "MSH-9: message type SIU^S12 is not mapped by profile generic-2.5.1",
+        ),
+        (
+            "mdm_touchpoint.hl7",
+            "|CCM-TOUCH|",
+            "|DS|",
+            "TXA-2: document type DS is not a CCM document",
+        ),
         ("mdm_touchpoint.hl7", "||||AU", "||||IP", "TXA-17: document not final (status IP)"),
     ],
 )

@@ -19,7 +19,11 @@ from ccm_connector.mappings.profile import (
 
 
 def shipped_text(name: str = "generic-2.5.1") -> str:
-    return resources.files("ccm_connector.mappings").joinpath("profiles", f"{name}.toml").read_text(encoding="utf-8")
+    return (
+        resources.files("ccm_connector.mappings")
+        .joinpath("profiles", f"{name}.toml")
+        .read_text(encoding="utf-8")
+    )
 
 
 def test_the_generic_profile_and_two_vendor_dialects_ship() -> None:
@@ -35,10 +39,23 @@ def test_the_generic_profile_and_two_vendor_dialects_ship() -> None:
 def test_the_generic_profile_states_the_ccm_document_contract() -> None:
     p = load_profile("generic-2.5.1")
     docs = p.documents
-    assert (docs.touchpoint_type, docs.consent_type, docs.care_plan_type) == ("CCM-TOUCH", "CCM-CONSENT", "CCM-PLAN")
-    assert (str(docs.id_field), str(docs.time_field), str(docs.performer_field)) == ("TXA-12", "TXA-4", "TXA-5")
+    assert (docs.touchpoint_type, docs.consent_type, docs.care_plan_type) == (
+        "CCM-TOUCH",
+        "CCM-CONSENT",
+        "CCM-PLAN",
+    )
+    assert (str(docs.id_field), str(docs.time_field), str(docs.performer_field)) == (
+        "TXA-12",
+        "TXA-4",
+        "TXA-5",
+    )
     assert (docs.minutes_id, docs.activity_id, docs.note_id) == ("CCM-MIN", "CCM-ACT", "CCM-NOTE")
-    assert (docs.program_id, docs.status_id, docs.practitioner_id, docs.element_id) == ("CCM-PROGRAM", "CCM-STATUS", "CCM-PRACT", "CCM-ELEM")
+    assert (docs.program_id, docs.status_id, docs.practitioner_id, docs.element_id) == (
+        "CCM-PROGRAM",
+        "CCM-STATUS",
+        "CCM-PRACT",
+        "CCM-ELEM",
+    )
     assert p.messages["MDM^T02"] == ("patient", "document")
     assert p.header.processing_ids == frozenset({"P"})
 
@@ -52,12 +69,26 @@ def test_the_ecw_dialect_reads_cpt_from_ft1_25_and_names_in_one_component() -> N
 
 def test_service_code_lists_match_singles_and_ranges() -> None:
     s = load_profile("generic-2.5.1").services
-    assert s.wanted("99490") and s.wanted("99213") and s.wanted("g0439") and s.wanted("G0557") and s.wanted("90960")
-    assert not s.wanted("99201") and not s.wanted("G0555") and not s.wanted("85025") and not s.wanted("X0181") and not s.wanted("9949")
+    assert (
+        s.wanted("99490")
+        and s.wanted("99213")
+        and s.wanted("g0439")
+        and s.wanted("G0557")
+        and s.wanted("90960")
+    )
+    assert (
+        not s.wanted("99201")
+        and not s.wanted("G0555")
+        and not s.wanted("85025")
+        and not s.wanted("X0181")
+        and not s.wanted("9949")
+    )
 
 
 def test_a_practice_copy_in_profile_dir_wins_over_the_shipped_one(tmp_path: Path) -> None:
-    (tmp_path / "generic-2.5.1.toml").write_text(shipped_text().replace('processing_ids = ["P"]', 'processing_ids = ["P", "T"]'))
+    (tmp_path / "generic-2.5.1.toml").write_text(
+        shipped_text().replace('processing_ids = ["P"]', 'processing_ids = ["P", "T"]')
+    )
     assert load_profile("generic-2.5.1", tmp_path).header.processing_ids == frozenset({"P", "T"})
     assert load_profile("ecw-2.3", tmp_path).name == "ecw-2.3"  # falls back to the shipped one
 
@@ -78,22 +109,72 @@ def error_for(text: str) -> str:
 @pytest.mark.parametrize(
     "old, new, expected",
     [
-        ('name_field = "PID-5"', 'name_field = "PID5"', "[patient] name_field: 'PID5' is not a field reference like PID-3, FT1-25.1 or PV1-7.9.1"),
-        ('name_field = "PID-5"', 'name_field = "PID-0"', "[patient] name_field: 'PID-0' is not a field reference"),
-        ('name_style = "components"', 'name_style = "reversed"', "[patient] name_style: must be one of components, family_comma_given, got 'reversed'"),
-        ('"ADT^A01" = ["patient", "stay"]', '"ADT^A01" = ["patient", "stays"]', "[messages] ADT^A01: item 2: must be one of patient, stay"),
-        ('"ADT^A01" = ["patient", "stay"]', '"ADT-A01" = ["patient"]', "[messages] 'ADT-A01' is not a message type like ADT^A01"),
-        ('codes = [\n', 'codes = [\n    "9921-99215",\n', "[services] codes: item 1: '9921-99215' is not a 5-character code"),
-        ('codes = [\n', 'codes = [\n    "99215-99202",\n', "[services] codes: item 1: '99215-99202': the range ends before it starts"),
-        ("accept_unmarked_npi = false", "accept_unmarked_npi = \"no\"", "[practitioners] accept_unmarked_npi: must be true or false, got 'no'"),
-        ("[practitioners.local_ids]\n", '[practitioners.local_ids]\nDOC1 = "1234567890"\n', "[practitioners] local_ids: DOC1: '1234567890' is not a 10-digit NPI"),
-        ('given = "given"', 'given = "yes"', "[documents] consent_statuses: given: must be one of given, declined, withdrawn, got 'yes'"),
-        ('goals = "goals"', 'goals = "aims"', "[documents] care_plan_elements: goals: must be one of problems"),
-        ("incomplete_statuses = [", "incomplete_status = [", "[documents] incomplete_status: unknown key"),
+        (
+            'name_field = "PID-5"',
+            'name_field = "PID5"',
+            "[patient] name_field: 'PID5' is not a field reference like PID-3, FT1-25.1 or PV1-7.9.1",
+        ),
+        (
+            'name_field = "PID-5"',
+            'name_field = "PID-0"',
+            "[patient] name_field: 'PID-0' is not a field reference",
+        ),
+        (
+            'name_style = "components"',
+            'name_style = "reversed"',
+            "[patient] name_style: must be one of components, family_comma_given, got 'reversed'",
+        ),
+        (
+            '"ADT^A01" = ["patient", "stay"]',
+            '"ADT^A01" = ["patient", "stays"]',
+            "[messages] ADT^A01: item 2: must be one of patient, stay",
+        ),
+        (
+            '"ADT^A01" = ["patient", "stay"]',
+            '"ADT-A01" = ["patient"]',
+            "[messages] 'ADT-A01' is not a message type like ADT^A01",
+        ),
+        (
+            "codes = [\n",
+            'codes = [\n    "9921-99215",\n',
+            "[services] codes: item 1: '9921-99215' is not a 5-character code",
+        ),
+        (
+            "codes = [\n",
+            'codes = [\n    "99215-99202",\n',
+            "[services] codes: item 1: '99215-99202': the range ends before it starts",
+        ),
+        (
+            "accept_unmarked_npi = false",
+            'accept_unmarked_npi = "no"',
+            "[practitioners] accept_unmarked_npi: must be true or false, got 'no'",
+        ),
+        (
+            "[practitioners.local_ids]\n",
+            '[practitioners.local_ids]\nDOC1 = "1234567890"\n',
+            "[practitioners] local_ids: DOC1: '1234567890' is not a 10-digit NPI",
+        ),
+        (
+            'given = "given"',
+            'given = "yes"',
+            "[documents] consent_statuses: given: must be one of given, declined, withdrawn, got 'yes'",
+        ),
+        (
+            'goals = "goals"',
+            'goals = "aims"',
+            "[documents] care_plan_elements: goals: must be one of problems",
+        ),
+        (
+            "incomplete_statuses = [",
+            "incomplete_status = [",
+            "[documents] incomplete_status: unknown key",
+        ),
         ('retired_field = "MRG-1"\n', "", "[merge] retired_field: required"),
     ],
 )
-def test_profile_errors_name_the_file_the_key_and_the_reason(old: str, new: str, expected: str) -> None:
+def test_profile_errors_name_the_file_the_key_and_the_reason(
+    old: str, new: str, expected: str
+) -> None:
     text = shipped_text()
     assert old in text
     message = error_for(text.replace(old, new, 1))
@@ -102,7 +183,11 @@ def test_profile_errors_name_the_file_the_key_and_the_reason(old: str, new: str,
 
 
 def test_every_problem_is_listed_at_once() -> None:
-    text = shipped_text().replace('sex_field = "PID-8"', 'sex_field = 8').replace("[merge]", "[merger]")
+    text = (
+        shipped_text()
+        .replace('sex_field = "PID-8"', "sex_field = 8")
+        .replace("[merge]", "[merger]")
+    )
     message = error_for(text)
     assert "[patient] sex_field: must be a string, got 8" in message
     assert "[merger]: unknown section" in message
@@ -114,7 +199,10 @@ def test_toml_syntax_errors_name_the_file() -> None:
 
 
 def test_an_unknown_profile_name_lists_the_shipped_ones(tmp_path: Path) -> None:
-    with pytest.raises(ProfileError, match="mapping profile 'athena' not found in .* the shipped profiles \\(ecw-2.3, generic-2.5.1, pmdsoft-2.3"):
+    with pytest.raises(
+        ProfileError,
+        match="mapping profile 'athena' not found in .* the shipped profiles \\(ecw-2.3, generic-2.5.1, pmdsoft-2.3",
+    ):
         load_profile("athena", tmp_path)
     with pytest.raises(ProfileError, match="use letters, digits"):
         load_profile("my profile!")

@@ -15,28 +15,56 @@ UTC = dt.UTC
 
 
 def test_a_timestamp_with_an_offset_keeps_it() -> None:
-    assert values.parse_instant("20261103101500-0600", CHICAGO) == Instant(dt.datetime(2026, 11, 3, 16, 15, tzinfo=UTC), -360)
-    assert values.parse_instant("20261103101500.25+0530", CHICAGO) == Instant(dt.datetime(2026, 11, 3, 4, 45, 0, 250000, tzinfo=UTC), 330)
+    assert values.parse_instant("20261103101500-0600", CHICAGO) == Instant(
+        dt.datetime(2026, 11, 3, 16, 15, tzinfo=UTC), -360
+    )
+    assert values.parse_instant("20261103101500.25+0530", CHICAGO) == Instant(
+        dt.datetime(2026, 11, 3, 4, 45, 0, 250000, tzinfo=UTC), 330
+    )
 
 
 def test_a_timestamp_without_an_offset_is_practice_local_time_with_the_offset_unstated() -> None:
-    assert values.parse_instant("20260701090000", CHICAGO) == Instant(dt.datetime(2026, 7, 1, 14, 0, tzinfo=UTC), None)  # CDT
-    assert values.parse_instant("20260105090000", CHICAGO) == Instant(dt.datetime(2026, 1, 5, 15, 0, tzinfo=UTC), None)  # CST
-    assert values.parse_instant("20260105", CHICAGO) == Instant(dt.datetime(2026, 1, 5, 6, 0, tzinfo=UTC), None)  # midnight local
+    assert values.parse_instant("20260701090000", CHICAGO) == Instant(
+        dt.datetime(2026, 7, 1, 14, 0, tzinfo=UTC), None
+    )  # CDT
+    assert values.parse_instant("20260105090000", CHICAGO) == Instant(
+        dt.datetime(2026, 1, 5, 15, 0, tzinfo=UTC), None
+    )  # CST
+    assert values.parse_instant("20260105", CHICAGO) == Instant(
+        dt.datetime(2026, 1, 5, 6, 0, tzinfo=UTC), None
+    )  # midnight local
 
 
 def test_the_repeated_hour_at_the_end_of_daylight_time_is_its_first_occurrence() -> None:
-    assert values.parse_instant("20261101013000", CHICAGO).utc == dt.datetime(2026, 11, 1, 6, 30, tzinfo=UTC)  # 01:30 CDT
+    assert values.parse_instant("20261101013000", CHICAGO).utc == dt.datetime(
+        2026, 11, 1, 6, 30, tzinfo=UTC
+    )  # 01:30 CDT
 
 
 def test_local_dates_follow_the_practice_zone() -> None:
-    assert values.local_date("20261031233000-0700", CHICAGO) == dt.date(2026, 11, 1)  # 01:30 in Chicago
+    assert values.local_date("20261031233000-0700", CHICAGO) == dt.date(
+        2026, 11, 1
+    )  # 01:30 in Chicago
     assert values.local_date("20261031233000", CHICAGO) == dt.date(2026, 10, 31)  # as written
     assert values.local_date("20261031", CHICAGO) == dt.date(2026, 10, 31)
-    assert values.calendar_date("19480212000000+0215") == dt.date(1948, 2, 12)  # birth dates never shift
+    assert values.calendar_date("19480212000000+0215") == dt.date(
+        1948, 2, 12
+    )  # birth dates never shift
 
 
-@pytest.mark.parametrize("text", ["Aug 15, 1942", "2026-11-03", "20261340", "20260230", "202611", "20261103101500+1500", "2026110310150", ""])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Aug 15, 1942",
+        "2026-11-03",
+        "20261340",
+        "20260230",
+        "202611",
+        "20261103101500+1500",
+        "2026110310150",
+        "",
+    ],
+)
 def test_malformed_or_partial_dates_are_refused_without_echoing_the_value(text: str) -> None:
     with pytest.raises(values.BadValue) as e:
         values.local_date(text, CHICAGO)
