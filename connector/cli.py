@@ -181,6 +181,13 @@ def cmd_signoff(args: argparse.Namespace) -> int:
 
     cfg = configured(args)
     conn = open_store(cfg.store.path)
+    if args.care_plan_shared:
+        from .signoff import record_plan_shared
+
+        print(record_plan_shared(cfg, conn, args.patient, args.care_plan_shared))
+        return 0
+    if not (args.month and args.npi):
+        raise InputError("signoff: --month and --npi are required (unless recording --care-plan-shared)")
     print(signoff_command(cfg, conn, args.patient, args.month, args.npi, args.reject, args.reason))
     return 0
 
@@ -294,10 +301,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p = command("signoff", cmd_signoff, "record the billing physician's sign-off of a patient-month")
     p.add_argument("--patient", required=True, help="MRN")
-    p.add_argument("--month", required=True, help="YYYY-MM")
-    p.add_argument("--npi", required=True)
-    p.add_argument("--reject", action="store_true")
-    p.add_argument("--reason")
+    p.add_argument("--month", help="YYYY-MM")
+    p.add_argument("--npi", help="the billing practitioner's NPI")
+    p.add_argument("--reject", action="store_true", help="reject the packet (and its care-plan draft)")
+    p.add_argument("--reason", help="why (required with --reject; sent back to the offshore team)")
+    p.add_argument("--care-plan-shared", metavar="DATE", help="only record the date a copy of the current care plan reached the patient")
     p = command("close-month", cmd_close_month, "release signed, billable patient-months to billing once")
     p.add_argument("--month", required=True, help="YYYY-MM")
     billing = group("billing", "billing output")

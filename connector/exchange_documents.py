@@ -68,6 +68,18 @@ class PlanOut:
 
 
 @dataclass(frozen=True)
+class PlanReviewOut:
+    """The physician's decision on a draft the team sent (identified by their return id)."""
+
+    return_id: str
+    revises: str | None
+    outcome: str  # approved | rejected
+    new_document_id: str | None
+    decided: dt.date
+    reason: str | None
+
+
+@dataclass(frozen=True)
 class TouchpointOut:
     id: str
     staff_id: str
@@ -88,6 +100,7 @@ class QueuePatient:
     touchpoints: tuple[TouchpointOut, ...]
     countable_minutes: int
     identifiers: Identifiers | None = None
+    plan_reviews: tuple[PlanReviewOut, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -171,6 +184,18 @@ def build_workqueue(q: WorkQueue) -> bytes:
             )
             for element in cp.elements:
                 etree.SubElement(plan, WQ + "element").text = xml_text(element)
+        for review in p.plan_reviews:
+            el_review = etree.SubElement(el, WQ + "carePlanReview")
+            _attrs(
+                el_review,
+                returnId=review.return_id,
+                revises=review.revises,
+                outcome=review.outcome,
+                newDocumentId=review.new_document_id,
+                decided=review.decided.isoformat(),
+            )
+            if review.reason:
+                etree.SubElement(el_review, WQ + "reason").text = xml_text(review.reason)
         tps = etree.SubElement(el, WQ + "touchpoints")
         for t in p.touchpoints:
             tp = etree.SubElement(tps, WQ + "touchpoint")

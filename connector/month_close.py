@@ -179,11 +179,18 @@ def proposed_codes(conn: sqlite3.Connection, month: str, pseudonyms: dict[str, s
     return {mrn: lines for mrn, (_, lines) in latest.items()}
 
 
-def latest_drafts(conn: sqlite3.Connection, pseudonyms: dict[str, str]) -> dict[str, dict]:
+def drafts_for_month(conn: sqlite3.Connection, month: str, pseudonyms: dict[str, str]) -> dict[str, dict]:
+    """The latest care-plan draft per patient among returns answering this month's queues.
+
+    A draft belongs to the month of the work queue it answers, so a month's packet always shows
+    the same draft whether or not it has been decided since (the decision is not in the packet).
+    """
+    periods = {r["id"]: r["period"] for r in conn.execute("SELECT id, period FROM queue_batch")}
+    months = {r["id"]: {periods.get(b) for b in json.loads(r["answers"] or "[]")} for r in conn.execute("SELECT id, answers FROM return_file WHERE status = 'accepted'")}
     drafts = {}
     for r in conn.execute("SELECT * FROM care_plan_draft ORDER BY id"):
         mrn = r["mrn"] or pseudonyms.get(r["pseudonym"])
-        if mrn:
+        if mrn and month in months.get(r["return_file_id"], ()):
             drafts[mrn] = {"id": r["id"], "revises": r["revises"], "changes": json.loads(r["changes"])}
     return drafts
 
@@ -245,7 +252,7 @@ def _reconcile(cfg: Config, month: str, conn: sqlite3.Connection, now: dt.dateti
     mrns = patients_in_scope(conn, last, touchpoints, entries)
     records = load_patient_records(conn, mrns)
     proposals = proposed_codes(conn, month, pseudonyms)
-    drafts = latest_drafts(conn, pseudonyms)
+    drafts = drafts_for_month(conn, month, pseudonyms)
     policy = Policy(cfg.billing.practitioner_time, cfg.billing.date_of_service, cfg.billing.setting_kind, (cfg.practice.billing_npis or (None,))[0])
     rule_set = rule_set_for(month)
     counted_by_entry = {c.entry_id: c.minutes for c in result.counted}

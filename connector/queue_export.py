@@ -33,6 +33,7 @@ from .exchange_documents import (
     Enrollment,
     Identifiers,
     PlanOut,
+    PlanReviewOut,
     QueuePatient,
     StaffEntry,
     TouchpointOut,
@@ -210,6 +211,13 @@ def select_work(
         "SELECT document_id, mrn, date, elements, shared_on, reviewed_on FROM care_plan ORDER BY date, document_id"
     ):
         plans[_surviving(merges, cp["mrn"])] = cp
+    reviews: dict[str, list[sqlite3.Row]] = defaultdict(list)
+    for r in conn.execute(
+        "SELECT v.draft_id, v.mrn, v.outcome, v.reason, v.new_document_id, v.decided_at, d.revises, f.return_id"
+        " FROM care_plan_review v JOIN care_plan_draft d ON d.id = v.draft_id JOIN return_file f ON f.id = d.return_file_id"
+        " ORDER BY v.draft_id"
+    ):
+        reviews[_surviving(merges, r["mrn"])].append(r)
     touchpoints: dict[str, list[sqlite3.Row]] = defaultdict(list)
     for t in conn.execute(
         "SELECT id, mrn, staff_id, start_utc, minutes, activity, summary FROM touchpoint ORDER BY start_utc, id"
@@ -287,6 +295,23 @@ def select_work(
                 shared_on=dt.date.fromisoformat(cp["shared_on"]) if cp["shared_on"] else None,
                 reviewed_on=dt.date.fromisoformat(cp["reviewed_on"]) if cp["reviewed_on"] else None,
             )
+        plan_reviews = []
+        for r in reviews.get(mrn, []):
+            h = content_hash(r["draft_id"], r["outcome"], r["reason"], r["new_document_id"])
+            if ("plan_review", str(r["draft_id"]), h) in sent:
+                continue
+            pending += 1
+            items.append(("plan_review", str(r["draft_id"]), h, mrn))
+            plan_reviews.append(
+                PlanReviewOut(
+                    return_id=r["return_id"],
+                    revises=r["revises"],
+                    outcome=r["outcome"],
+                    new_document_id=r["new_document_id"],
+                    decided=dt.datetime.fromisoformat(r["decided_at"]).astimezone(zone).date(),
+                    reason=r["reason"],
+                )
+            )
         identifiers = None
         if send_identifiers and patient is not None:
             identifiers = Identifiers(
@@ -306,6 +331,7 @@ def select_work(
                 touchpoints=tuple(tps),
                 countable_minutes=countable,
                 identifiers=identifiers,
+                plan_reviews=tuple(plan_reviews),
             )
         )
     staff = [

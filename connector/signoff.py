@@ -24,6 +24,7 @@ from .store import transaction
 log = logs.get_logger("signoff")
 DOCUMENT_PREFIX = "CCMRV-"
 REVIEW_DOCUMENT_TYPE = "CCM-REVIEW"
+CARE_PLAN_DOCUMENT_TYPE = "CCM-PLAN"
 # HL7 table 0271 (document completion status): authenticated or legally authenticated signs.
 SIGNED_STATUSES = frozenset({"AU", "LA"})
 # A document returned incomplete or cancelled is the physician's rejection.
@@ -57,7 +58,7 @@ def outcome_of(completion: str, availability: str) -> str | None:
     return None
 
 
-def record_signature(conn: sqlite3.Connection, key: bytes, sig: Signature, now: dt.datetime) -> str:
+def record_signature(conn: sqlite3.Connection, key: bytes, sig: Signature, now: dt.datetime, cfg: Config) -> str:
     """Apply a signature inside the caller's transaction; return what happened (for output and audit).
 
     Refused (InputError): unknown patient-month, a month not awaiting sign-off, an NPI that is
@@ -94,7 +95,57 @@ def record_signature(conn: sqlite3.Connection, key: bytes, sig: Signature, now: 
     state = "signed" if sig.outcome == "approved" else "rejected"
     conn.execute("UPDATE patient_month SET state = ?, updated_at = ? WHERE mrn = ? AND month = ?", (state, stamp, row["mrn"], row["month"]))
     audit.record(conn, key, f"signoff.{sig.outcome}", f"{row['mrn']}|{row['month']}", at=now, hash=row["packet_hash"], npi=sig.npi, via=sig.via)
+    draft = json.loads(row["packet"])["care_plan"]["draft"]
+    if draft is not None:
+        decide_draft(conn, key, cfg, row, draft, sig, now)
     return f"{where} {state} by NPI {sig.npi}"
+
+
+def applied_elements(current: list[str], changes: list[dict]) -> list[str]:
+    """The plan's element list after a draft's element-by-element changes."""
+    elements = list(current)
+    for change in changes:
+        name = change["element"]
+        if change["action"] == "remove":
+            elements = [e for e in elements if e != name]
+        elif name not in elements:
+            elements.append(name)
+    return elements
+
+
+def decide_draft(conn: sqlite3.Connection, key: bytes, cfg: Config, row: sqlite3.Row, draft: dict, sig: Signature, now: dt.datetime) -> None:
+    """The physician's decision on the month's care-plan draft, taken once with its sign-off.
+
+    Approved: the revised plan becomes the current plan (the next queue carries it) and goes to
+    the EHR as an MDM^T02 CCM-PLAN. Rejected: the reason goes back to the offshore team.
+    """
+    if conn.execute("SELECT 1 FROM care_plan_review WHERE draft_id = ?", (draft["id"],)).fetchone():
+        return
+    mrn, new_id = row["mrn"], None
+    if sig.outcome == "approved":
+        current = json.loads(row["facts"])["care_plan"] or {"elements": []}
+        elements = applied_elements(current["elements"], draft["changes"])
+        day = now.astimezone(cfg.zone).date().isoformat()
+        new_id = f"CCMPLAN-{draft['id']}"
+        conn.execute(
+            "INSERT INTO care_plan (document_id, mrn, date, elements, reviewed_on) VALUES (?, ?, ?, ?, ?)",
+            (new_id, mrn, day, json.dumps(elements), day),
+        )
+        patient = conn.execute("SELECT * FROM patient WHERE mrn = ?", (mrn,)).fetchone()
+        text = tuple(f"{c['action']} {c['element']}: {c.get('text') or ''}".strip() for c in draft["changes"])
+        doc = Document(CARE_PLAN_DOCUMENT_TYPE, new_id, now, "AU", sig.npi, text, tuple(("CCM-ELEM", "ST", e) for e in elements))
+        control = f"CP{draft['id']:010d}"
+        message = mdm_t02(doc, PatientId(mrn, cfg.practice.id, *_name(patient)), Party(cfg.mllp.application, cfg.practice.id),
+                          Party(cfg.signoff.ehr_application, cfg.signoff.ehr_facility), control, now)
+        conn.execute(
+            "INSERT INTO outbound (kind, subject, control_id, destination, payload, status, created_at) VALUES ('care_plan', ?, ?, 'ehr', ?, 'pending', ?)",
+            (f"{mrn}|{new_id}", control, message.encode(), now.isoformat()),
+        )
+    conn.execute(
+        "INSERT INTO care_plan_review (draft_id, mrn, month, outcome, reason, new_document_id, decided_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (draft["id"], mrn, row["month"], sig.outcome, sig.reason, new_id, now.isoformat()),
+    )
+    audit.record(conn, key, f"care_plan.{sig.outcome}", f"{mrn}|{row['month']}", at=now, draft=draft["id"], document=new_id)
 
 
 def signoff_command(cfg: Config, conn: sqlite3.Connection, mrn: str, month: str, npi: str, reject: bool, reason: str | None) -> str:
@@ -103,7 +154,7 @@ def signoff_command(cfg: Config, conn: sqlite3.Connection, mrn: str, month: str,
     sig = Signature(None, mrn, parse_month(month), npi, "rejected" if reject else "approved", reason, "cli")
     now = dt.datetime.now(dt.UTC)
     with transaction(conn):
-        result = record_signature(conn, audit.read_key(cfg.audit.key_file), sig, now)
+        result = record_signature(conn, audit.read_key(cfg.audit.key_file), sig, now, cfg)
     logs.event(log, "signoff.recorded", outcome=sig.outcome, via="cli")
     return result
 
@@ -156,3 +207,23 @@ def deliver_to_ehr(cfg: Config, conn: sqlite3.Connection) -> int:
 
     folder = cfg.signoff.folder or (cfg.store.data_dir / "outbox" / "ehr")
     return deliver_pending(conn, ("review_packet", "care_plan"), cfg.signoff.delivery, folder, cfg.signoff.ehr_mllp_host, cfg.signoff.ehr_mllp_port, 30, 3)
+
+
+def record_plan_shared(cfg: Config, conn: sqlite3.Connection, mrn: str, shared_on: str) -> str:
+    """Record the date a copy of the patient's current care plan reached the patient (CLI)."""
+    try:
+        day = dt.date.fromisoformat(shared_on)
+    except ValueError:
+        raise InputError(f"--care-plan-shared: must be a date YYYY-MM-DD, got {shared_on!r}") from None
+    now = dt.datetime.now(dt.UTC)
+    if day > now.astimezone(cfg.zone).date():
+        raise InputError("--care-plan-shared: the date is in the future")
+    with transaction(conn):
+        plan = conn.execute(
+            "SELECT document_id, date FROM care_plan WHERE mrn = ? AND date <= ? ORDER BY date DESC, document_id DESC LIMIT 1", (mrn, day.isoformat())
+        ).fetchone()
+        if plan is None:
+            raise InputError("--care-plan-shared: that patient has no care plan dated on or before that day")
+        conn.execute("UPDATE care_plan SET shared_on = ? WHERE document_id = ?", (day.isoformat(), plan["document_id"]))
+        audit.record(conn, audit.read_key(cfg.audit.key_file), "care_plan.shared", plan["document_id"], at=now, shared_on=day.isoformat(), via="cli")
+    return f"care plan {plan['document_id']} of {plan['date']} recorded as shared with the patient on {day}"

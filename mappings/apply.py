@@ -45,11 +45,12 @@ class Ignore(Exception):
 
 
 def _shown(code: str) -> str:
-    """A code from the message, safe to put in a reason (short, printable) — codes, never values."""
+    """A structural code from the message (MSH-9, MSH-11, MSH-12, CX-5, TXA-2, TXA-17) for a
+    reason. Only short code-shaped text is quoted; OBX values are never quoted."""
     code = code.strip()
-    if len(code) <= 24 and code.isprintable() and all(c.isalnum() or c in "-_.^ /" for c in code):
+    if len(code) <= 20 and all(c.isascii() and (c.isalnum() or c in "^_.-") for c in code):
         return code
-    return "(unprintable)"
+    return "(not shown)"
 
 
 @dataclass
@@ -525,14 +526,12 @@ def build_document(ctx: _Context) -> list[Record]:
     if doc_type == rules.consent_type:
         program = one(rules.program_id).lower()
         if program not in rules.programs:
-            raise Reject(
-                f"OBX {rules.program_id}: program {_shown(program)} is not one of {', '.join(sorted(rules.programs))}"
-            )
+            raise Reject(f"OBX {rules.program_id}: not one of {', '.join(sorted(rules.programs))}")
         status_code = one(rules.status_id)
         status = rules.consent_statuses.get(status_code.upper())
         if status is None:
             raise Reject(
-                f"OBX {rules.status_id}: status {_shown(status_code)} is not in [documents.consent_statuses]"
+                f"OBX {rules.status_id}: not a status listed in [documents.consent_statuses]"
             )
         practitioner = None
         pract_seg = obs.get(rules.practitioner_id, [])
@@ -561,7 +560,7 @@ def build_document(ctx: _Context) -> list[Record]:
         element = rules.care_plan_elements.get(value.upper())
         if element is None:
             raise Reject(
-                f"OBX {rules.element_id}: element {_shown(value)} is not in [documents.care_plan_elements]"
+                f"OBX {rules.element_id}: an element not listed in [documents.care_plan_elements]"
             )
         if element not in elements:
             elements.append(element)

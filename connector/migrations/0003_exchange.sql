@@ -23,7 +23,7 @@ CREATE TABLE queue_batch (
 -- What a batch carried; an item is sent once (a corrected touchpoint or plan has a new content hash).
 CREATE TABLE queue_item (
     batch_id   TEXT NOT NULL REFERENCES queue_batch (id),
-    kind       TEXT NOT NULL CHECK (kind IN ('touchpoint', 'care_plan', 'enrollment')),
+    kind       TEXT NOT NULL CHECK (kind IN ('touchpoint', 'care_plan', 'enrollment', 'plan_review')),
     item_key      TEXT NOT NULL,              -- touchpoint id, care-plan document id, mrn#program#consent id
     content_hash  TEXT NOT NULL,              -- sha256 of what was sent for it
     mrn           TEXT NOT NULL,

@@ -70,3 +70,16 @@ CREATE TABLE outbound (
 );
 CREATE INDEX outbound_status ON outbound (status, kind);
 CREATE INDEX outbound_subject ON outbound (kind, subject);
+
+-- The physician's decision on an offshore care-plan draft, taken with the month's sign-off.
+-- Approved: a new current plan (care_plan row) and an MDM^T02 CCM-PLAN to the EHR. Rejected:
+-- the reason goes back to the offshore team in the next work queue. Decided once per draft.
+CREATE TABLE care_plan_review (
+    draft_id         INTEGER PRIMARY KEY REFERENCES care_plan_draft (id),
+    mrn              TEXT NOT NULL,
+    month            TEXT NOT NULL,
+    outcome          TEXT NOT NULL,         -- approved | rejected
+    reason           TEXT,
+    new_document_id  TEXT,                  -- the care_plan document an approval created
+    decided_at       TEXT NOT NULL
+);

@@ -171,3 +171,58 @@ def test_a_crash_after_release_redelivers_the_same_bytes(setup) -> None:
     conn.execute("UPDATE outbound SET status = 'pending' WHERE kind = 'charges'")
     assert close_month(cfg, conn, "2026-11") == {"released": 0, "lines": 0, "delivered": 1}
     assert dft.read_bytes() == original
+
+
+def with_draft(cfg, conn) -> None:
+    from billing_fixtures import add_batch
+
+    add_batch(conn, "B1", "2026-11")
+    add_return(conn, cfg.identity.pseudonym_key_file, [], name="r2", answers=["B1"],
+               drafts=[("MRN1", "PLAN-MRN1", [{"element": "goals", "action": "revise", "text": "A1c below 7.5"},
+                                               {"element": "caregiver", "action": "add", "text": "daughter helps weekly"}])])
+
+
+def test_an_approved_care_plan_draft_becomes_the_current_plan_and_goes_to_the_ehr(setup) -> None:
+    cfg, conn, instance = setup
+    with_draft(cfg, conn)
+    [result] = reconcile_month(cfg, "2026-11", conn)
+    packet = json.loads(conn.execute("SELECT packet FROM patient_month").fetchone()[0])
+    assert packet["care_plan"]["draft"]["revises"] == "PLAN-MRN1"
+    signoff_command(cfg, conn, "MRN1", "2026-11", NPI, False, None)
+    plan = conn.execute("SELECT * FROM care_plan WHERE document_id LIKE 'CCMPLAN-%'").fetchone()
+    assert "caregiver" in json.loads(plan["elements"]) and "goals" in json.loads(plan["elements"])
+    dispatch_packets(cfg, conn)  # delivers pending EHR documents, the care plan among them
+    docs = [python_hl7.parse(p.read_bytes().decode()) for p in (cfg.store.data_dir / "outbox" / "ehr").glob("CP*.hl7")]
+    assert len(docs) == 1 and str(docs[0].segment("TXA")[2]) == "CCM-PLAN" and str(docs[0].segment("TXA")[12]) == plan["document_id"]
+    # Re-running reconcile neither duplicates the plan nor decides the draft again.
+    reconcile_month(cfg, "2026-11", conn)
+    assert conn.execute("SELECT count(*) FROM care_plan_review").fetchone()[0] == 1
+    assert conn.execute("SELECT state FROM patient_month").fetchone()[0] == "signed"  # a December plan does not touch November
+
+
+def test_a_rejected_draft_goes_back_to_the_team_with_the_reason(setup) -> None:
+    from ccm_connector.exchange_documents import WorkQueue, build_workqueue
+    from ccm_connector.pseudonym import read_key
+    from ccm_connector.queue_export import select_work, time_rules
+    from ccm_connector.roster import load_roster
+
+    cfg, conn, instance = setup
+    with_draft(cfg, conn)
+    reconcile_month(cfg, "2026-11", conn)
+    signoff_command(cfg, conn, "MRN1", "2026-11", NPI, True, "goal not measurable")
+    review = conn.execute("SELECT outcome, reason FROM care_plan_review").fetchone()
+    assert tuple(review) == ("rejected", "goal not measurable")
+    work = select_work(conn, load_roster(cfg.roster.file), cfg.zone, "2026-12", read_key(cfg.identity.pseudonym_key_file), False, time_rules("2026-12", "physician"))
+    [patient] = [p for p in work.queue_patients if p.plan_reviews]
+    assert patient.plan_reviews[0].reason == "goal not measurable" and patient.plan_reviews[0].return_id == "r2"
+    queue = WorkQueue("B2", 2, cfg.practice.id, "2026-12", dt.datetime(2026, 12, 4, tzinfo=dt.UTC), cfg.practice.time_zone, False, tuple(work.staff), tuple(work.queue_patients))
+    xml = build_workqueue(queue)  # validates against workqueue-1.xsd
+    assert b'outcome="rejected"' in xml and b"goal not measurable" in xml
+
+
+def test_the_date_a_plan_reached_the_patient_is_recorded_from_the_cli(setup) -> None:
+    cfg, conn, instance = setup
+    out = cli(instance, "signoff", "--patient", "MRN1", "--care-plan-shared", "2026-02-01")
+    assert out.returncode == 0, out.stderr
+    assert conn.execute("SELECT shared_on FROM care_plan WHERE document_id = 'PLAN-MRN1'").fetchone()[0] == "2026-02-01"
+    assert cli(instance, "signoff", "--patient", "MRN1", "--care-plan-shared", "2025-01-01").returncode == 2

@@ -61,15 +61,23 @@ def outcomes(path: Path, profile: Profile) -> list[dict]:
     ]
 
 
-@pytest.mark.parametrize("path", FILES, ids=[rel(p) for p in FILES])
-def test_every_sample_is_mapped_ignored_or_rejected_with_a_reason(path: Path) -> None:
-    for profile in (GENERIC, ANY_PROCESSING, load_profile("ecw-2.3"), load_profile("pmdsoft-2.3")):
-        for line in outcomes(path, profile):
-            assert line["action"] in ("mapped", "ignored", "rejected")
-            if line["action"] == "mapped":
-                assert line["records"]
-            else:
-                assert line["reason"] and line["records"] == []
+# Defined only when the corpus is there: no case is collected (rather than skipped) without it.
+if FILES:
+
+    @pytest.mark.parametrize("path", FILES, ids=[rel(p) for p in FILES])
+    def test_every_sample_is_mapped_ignored_or_rejected_with_a_reason(path: Path) -> None:
+        for profile in (
+            GENERIC,
+            ANY_PROCESSING,
+            load_profile("ecw-2.3"),
+            load_profile("pmdsoft-2.3"),
+        ):
+            for line in outcomes(path, profile):
+                assert line["action"] in ("mapped", "ignored", "rejected")
+                if line["action"] == "mapped":
+                    assert line["records"]
+                else:
+                    assert line["reason"] and line["records"] == []
 
 
 def test_the_corpus_is_what_its_index_lists() -> None:
@@ -228,16 +236,18 @@ def summary(lines: list[dict]) -> list[tuple[str, object]]:
     ]
 
 
-@pytest.mark.parametrize("name", PINNED_PRESENT)
-def test_pinned_outcomes(name: str) -> None:
-    shipped, permissive = (
-        PINNED[name] if len(PINNED[name]) == 2 else (PINNED[name][0], PINNED[name][0])
-    )
-    assert summary(outcomes(CORPUS / name, GENERIC)) == shipped
-    assert summary(outcomes(CORPUS / name, ANY_PROCESSING)) == [
-        (a, r.replace("generic-2.5.1", "generic-any") if isinstance(r, str) else r)
-        for a, r in permissive
-    ]
+if PINNED_PRESENT:
+
+    @pytest.mark.parametrize("name", PINNED_PRESENT)
+    def test_pinned_outcomes(name: str) -> None:
+        shipped, permissive = (
+            PINNED[name] if len(PINNED[name]) == 2 else (PINNED[name][0], PINNED[name][0])
+        )
+        assert summary(outcomes(CORPUS / name, GENERIC)) == shipped
+        assert summary(outcomes(CORPUS / name, ANY_PROCESSING)) == [
+            (a, r.replace("generic-2.5.1", "generic-any") if isinstance(r, str) else r)
+            for a, r in permissive
+        ]
 
 
 def test_every_pinned_file_is_in_the_corpus() -> None:

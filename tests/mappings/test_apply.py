@@ -243,13 +243,13 @@ def test_quirky_fixtures_map_like_the_plain_one() -> None:
             "mdm_consent.hl7",
             "||ccm",
             "||ltc",
-            "OBX CCM-PROGRAM: program ltc is not one of apcm, ccm, pcm",
+            "OBX CCM-PROGRAM: not one of apcm, ccm, pcm",
         ),
         (
             "mdm_consent.hl7",
             "||given",
             "||maybe",
-            "OBX CCM-STATUS: status maybe is not in [documents.consent_statuses]",
+            "OBX CCM-STATUS: not a status listed in [documents.consent_statuses]",
         ),
         (
             "mdm_consent.hl7",
@@ -261,7 +261,7 @@ def test_quirky_fixtures_map_like_the_plain_one() -> None:
             "mdm_care_plan.hl7",
             "||symptoms",
             "||vibes",
-            "OBX CCM-ELEM: element vibes is not in [documents.care_plan_elements]",
+            "OBX CCM-ELEM: an element not listed in [documents.care_plan_elements]",
         ),
         (
             "ppr_pc1_problems.hl7",
@@ -329,3 +329,11 @@ def test_a_touchpoint_without_an_offset_is_read_in_the_practice_zone() -> None:
     r = edited("mdm_touchpoint.hl7", "|20261103101500-0600|", "|20261103101500|")
     (tp,) = of(r, Touchpoint)
     assert tp.start == Instant(dt.datetime(2026, 11, 3, 16, 15, tzinfo=dt.UTC), None)
+
+
+def test_reasons_never_quote_what_could_be_patient_data() -> None:
+    assert "1942" not in edited("adt_a04_cr.hl7", "19480212", "Aug 15, 1942").reason
+    assert "Jane" not in edited("mdm_care_plan.hl7", "||symptoms", "||Jane Doe").reason
+    assert "Jane" not in edited("mdm_consent.hl7", "||given", "||Jane Doe").reason
+    doc = edited("mdm_touchpoint.hl7", "|CCM-TOUCH|", "|Jane Doe|")
+    assert (doc.action, doc.reason) == (IGNORED, "TXA-2: document type (not shown) is not a CCM document")

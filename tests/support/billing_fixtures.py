@@ -40,12 +40,27 @@ def add_touchpoint(conn: sqlite3.Connection, tp_id: str, mrn: str, staff: str, l
     )
 
 
-def add_return(conn: sqlite3.Connection, key_file, entries: list[dict], proposed: list[tuple[str, str, str, int]] = (), name: str = "r1") -> int:
+def add_batch(conn: sqlite3.Connection, batch_id: str = "B1", period: str = "2026-11", sequence: int = 1) -> None:
+    """A work-queue batch already sent for `period` (returns answer it)."""
+    conn.execute(
+        "INSERT INTO queue_batch (id, sequence, period, created_at, file_name, content_hash, document_hash, recipients, signer,"
+        " patients, touchpoints, identifiers, status) VALUES (?, ?, ?, '2026-11-02T00:00:00+00:00', ?, ?, 'd', '[]', 's', 0, 0, 0, 'sent')",
+        (batch_id, sequence, period, f"wq_{batch_id}.pgp", f"h-{batch_id}"),
+    )
+
+
+def add_return(conn: sqlite3.Connection, key_file, entries: list[dict], proposed: list[tuple[str, str, str, int]] = (), name: str = "r1",
+               drafts: list[tuple[str, str | None, list[dict]]] = (), answers: list[str] = ()) -> int:
     key = read_key(key_file)
     file_id = conn.execute(
-        "INSERT INTO return_file (content_hash, name, size, received_at, status, return_id) VALUES (?, ?, 1, '2026-12-01T00:00:00+00:00', 'accepted', ?)",
-        (f"hash-{name}", name, name),
+        "INSERT INTO return_file (content_hash, name, size, received_at, status, return_id, answers) VALUES (?, ?, 1, '2026-12-01T00:00:00+00:00', 'accepted', ?, ?)",
+        (f"hash-{name}", name, name, json.dumps(list(answers))),
     ).lastrowid
+    for mrn, revises, changes in drafts:
+        conn.execute(
+            "INSERT INTO care_plan_draft (return_file_id, pseudonym, revises, changes) VALUES (?, ?, ?, ?)",
+            (file_id, pseudonym(key, mrn), revises, json.dumps(changes)),
+        )
     for e in entries:
         conn.execute(
             "INSERT INTO return_entry (entry_id, return_file_id, pseudonym, mrn, touchpoint_ids, performer, date, minutes, activity, description)"
