@@ -195,15 +195,19 @@ def _first_problem(
     performer = roster.get(entry.performer)
     if performer is not None and (performer.offshore_account or performer.location not in US_LOCATIONS and performer.role == "non_clinical"):
         return finding("RECORDER_AS_PERFORMER", "an offshore or documentation account is named as the performer")
-    if any(tp.mrn != entry.mrn for tp in sources):
-        return finding("PATIENT_MISMATCH", "the entry's patient differs from its practice record's")
-    if any(tp.staff_id != entry.performer for tp in sources):
-        return finding("PERFORMER_MISMATCH", "the entry's performer differs from its practice record's")
-    if any(local_dates[tp.id] != entry.date for tp in sources):
-        return finding("DATE_MISMATCH", "the entry's date differs from its practice record's local date")
-    overlapped = [tp.id for tp in sources if tp.id in overlaps]
-    if overlapped:
-        return finding("OVERLAPPING_TIME", f"the performer's practice record {overlapped[0]} overlaps {overlaps[overlapped[0]]} for another patient")
+    # Plain loops: this runs for every entry of every month (bench/bench_month_close.py).
+    for tp in sources:
+        if tp.mrn != entry.mrn:
+            return finding("PATIENT_MISMATCH", "the entry's patient differs from its practice record's")
+    for tp in sources:
+        if tp.staff_id != entry.performer:
+            return finding("PERFORMER_MISMATCH", "the entry's performer differs from its practice record's")
+    for tp in sources:
+        if local_dates[tp.id] != entry.date:
+            return finding("DATE_MISMATCH", "the entry's date differs from its practice record's local date")
+    for tp in sources:
+        if tp.id in overlaps:
+            return finding("OVERLAPPING_TIME", f"the performer's practice record {tp.id} overlaps {overlaps[tp.id]} for another patient")
     return None
 
 
