@@ -51,6 +51,7 @@ from .records import (
     Problem,
     Record,
     Service,
+    Signature,
     Stay,
     Touchpoint,
     kind_of,
@@ -113,7 +114,9 @@ class Intake:
         audit_key: bytes,
         application: str = "CCMCONNECTOR",
         clock: Callable[[], dt.datetime] = _now,
+        on_signature: SignatureHandler | None = None,
     ) -> None:
+        self.on_signature = on_signature
         self.conn = conn
         self.profile = profile
         self.zone = zone
@@ -198,7 +201,7 @@ class Intake:
         if status == mapping.MAPPED:
             conn.execute("SAVEPOINT records")
             try:
-                store_records(conn, result.records, message_id)
+                store_records(conn, result.records, message_id, self.on_signature)
                 conn.execute("RELEASE records")
             except RecordConflict as e:
                 conn.execute("ROLLBACK TO records")
@@ -431,11 +434,26 @@ def _same_patient(
         )
 
 
-def store_records(conn: sqlite3.Connection, records: Iterable[Record], message_id: int) -> int:
-    """Store mapped records inside the caller's transaction; returns how many were stored."""
+SignatureHandler = Callable[[sqlite3.Connection, Signature, int], None]
+
+
+def store_records(
+    conn: sqlite3.Connection, records: Iterable[Record], message_id: int, on_signature: SignatureHandler | None = None
+) -> int:
+    """Store mapped records inside the caller's transaction; returns how many were stored.
+
+    A physician's answer to a review packet is not stored as a record: `on_signature` applies
+    it (signoff.apply_ehr_answer); when it cannot apply, RecordConflict rejects the message.
+    """
     count = 0
     survivors: dict[str, str] = {}
     for rec in records:
+        if isinstance(rec, Signature):
+            if on_signature is None:
+                raise RecordConflict("TXA-2: answers to review packets are not accepted on this path")
+            on_signature(conn, dataclasses.replace(rec, mrn=survivor(conn, rec.mrn)), message_id)
+            count += 1
+            continue
         if isinstance(rec, Merge):
             _store_merge(conn, rec, message_id)
             survivors.clear()
@@ -761,7 +779,16 @@ def open_intake(cfg: Config, profile_name: str | None = None) -> Intake:
     except (OSError, ValueError) as e:
         raise InputError(f"[audit] key_file: {e}") from None
     conn = open_store(cfg.store.path)
-    return Intake(conn, profile, cfg.zone, key, cfg.mllp.application)
+
+    def on_signature(conn: sqlite3.Connection, answer: Signature, message_id: int) -> None:
+        from .signoff import apply_ehr_answer
+
+        try:
+            apply_ehr_answer(conn, key, cfg, answer, message_id, _now())
+        except InputError as e:
+            raise RecordConflict(str(e)) from None
+
+    return Intake(conn, profile, cfg.zone, key, cfg.mllp.application, on_signature=on_signature)
 
 
 def _server(cfg: Config, port: int | None) -> tuple[Intake, mllp.Server]:

@@ -101,7 +101,20 @@ class Merge:
     retired_mrn: str
 
 
-Record = Patient | Problem | Service | Stay | Consent | Touchpoint | CarePlan | Merge
+@dataclass(frozen=True, slots=True)
+class Signature:
+    """The billing physician's answer, from the EHR, to a review packet we sent (MDM T04/T06/T08/T11)."""
+
+    document_id: str  # our TXA-12 (CCMRV-...), which carries the packet hash
+    mrn: str
+    event: str  # the MDM trigger: T04, T06, T08, T11
+    completion: str  # TXA-17: AU/LA signed; IN/CA rejected
+    availability: str  # TXA-19: CA/OB/UN rejected
+    authenticator_npi: str | None  # TXA-22
+    reason: str | None  # OBX CCM-NOTE text, for a rejection
+
+
+Record = Patient | Problem | Service | Stay | Consent | Touchpoint | CarePlan | Merge | Signature
 
 KINDS: dict[type, str] = {
     Patient: "patient",
@@ -112,6 +125,7 @@ KINDS: dict[type, str] = {
     Touchpoint: "touchpoint",
     CarePlan: "care_plan",
     Merge: "merge",
+    Signature: "signature",
 }
 
 

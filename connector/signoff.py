@@ -19,6 +19,7 @@ from .errors import InputError
 from .hl7.outbound import Document, Party, PatientId, mdm_t02
 from .month_close import parse_month
 from .packet import packet_text
+from .records import Signature
 from .store import transaction
 
 log = logs.get_logger("signoff")
@@ -33,7 +34,7 @@ REJECTED_AVAILABILITY = frozenset({"CA", "OB", "UN"})  # HL7 table 0273
 
 
 @dataclass(frozen=True)
-class Signature:
+class SignOff:
     """A physician's decision on one review packet, from the EHR or the CLI."""
 
     document_id: str | None  # our TXA-12 (carries the packet hash); None from the CLI
@@ -58,7 +59,7 @@ def outcome_of(completion: str, availability: str) -> str | None:
     return None
 
 
-def record_signature(conn: sqlite3.Connection, key: bytes, sig: Signature, now: dt.datetime, cfg: Config) -> str:
+def record_signature(conn: sqlite3.Connection, key: bytes, sig: SignOff, now: dt.datetime, cfg: Config) -> str:
     """Apply a signature inside the caller's transaction; return what happened (for output and audit).
 
     Refused (InputError): unknown patient-month, a month not awaiting sign-off, an NPI that is
@@ -113,7 +114,7 @@ def applied_elements(current: list[str], changes: list[dict]) -> list[str]:
     return elements
 
 
-def decide_draft(conn: sqlite3.Connection, key: bytes, cfg: Config, row: sqlite3.Row, draft: dict, sig: Signature, now: dt.datetime) -> None:
+def decide_draft(conn: sqlite3.Connection, key: bytes, cfg: Config, row: sqlite3.Row, draft: dict, sig: SignOff, now: dt.datetime) -> None:
     """The physician's decision on the month's care-plan draft, taken once with its sign-off.
 
     Approved: the revised plan becomes the current plan (the next queue carries it) and goes to
@@ -151,7 +152,7 @@ def decide_draft(conn: sqlite3.Connection, key: bytes, cfg: Config, row: sqlite3
 def signoff_command(cfg: Config, conn: sqlite3.Connection, mrn: str, month: str, npi: str, reject: bool, reason: str | None) -> str:
     if reject and not reason:
         raise InputError("--reject needs --reason: the offshore team and the audit trail need to know why")
-    sig = Signature(None, mrn, parse_month(month), npi, "rejected" if reject else "approved", reason, "cli")
+    sig = SignOff(None, mrn, parse_month(month), npi, "rejected" if reject else "approved", reason, "cli")
     now = dt.datetime.now(dt.UTC)
     with transaction(conn):
         result = record_signature(conn, audit.read_key(cfg.audit.key_file), sig, now, cfg)
@@ -227,3 +228,19 @@ def record_plan_shared(cfg: Config, conn: sqlite3.Connection, mrn: str, shared_o
         conn.execute("UPDATE care_plan SET shared_on = ? WHERE document_id = ?", (day.isoformat(), plan["document_id"]))
         audit.record(conn, audit.read_key(cfg.audit.key_file), "care_plan.shared", plan["document_id"], at=now, shared_on=day.isoformat(), via="cli")
     return f"care plan {plan['document_id']} of {plan['date']} recorded as shared with the patient on {day}"
+
+
+def apply_ehr_answer(conn: sqlite3.Connection, key: bytes, cfg: Config, answer: Signature, message_id: int, now: dt.datetime) -> str:
+    """Apply the EHR's answer to a review packet (inside intake's transaction).
+
+    Raises InputError (the message is then rejected with the reason) when it is neither signed
+    nor rejected, names no practitioner, or cannot apply (another NPI, a changed packet).
+    """
+    outcome = "rejected" if answer.event == "T11" else outcome_of(answer.completion, answer.availability)
+    if outcome is None:
+        raise InputError(f"TXA-17: status {answer.completion or '(empty)'} neither signs nor rejects the review packet")
+    if answer.authenticator_npi is None:
+        raise InputError("TXA-22: the authenticating practitioner is missing")
+    decision = SignOff(answer.document_id, answer.mrn, None, answer.authenticator_npi, outcome,
+                       answer.reason if outcome == "rejected" else None, f"hl7:{message_id}")
+    return record_signature(conn, key, decision, now, cfg)

@@ -17,7 +17,18 @@ from zoneinfo import ZoneInfo
 
 from ..config import is_valid_npi
 from ..hl7.reader import Message, Segment
-from ..records import CarePlan, Consent, Merge, Patient, Problem, Record, Service, Stay, Touchpoint
+from ..records import (
+    CarePlan,
+    Consent,
+    Merge,
+    Patient,
+    Problem,
+    Record,
+    Service,
+    Signature,
+    Stay,
+    Touchpoint,
+)
 from . import values
 from .profile import FieldRef, Profile
 
@@ -458,6 +469,10 @@ def build_document(ctx: _Context) -> list[Record]:
     if txa is None:
         raise Reject(f"{rules.type_field.segment}: segment missing")
     doc_type = ctx.value(rules.type_field, txa).upper()
+    if doc_type == rules.review_type:
+        return build_signature(ctx, txa, mrn)
+    if ctx.trigger == "T11":
+        raise Ignore("MDM^T11: a cancelled CCM document is not applied; send a corrected document (T08/T10) instead")
     if doc_type not in (rules.touchpoint_type, rules.consent_type, rules.care_plan_type):
         raise Ignore(
             f"{rules.type_field}: document type {_shown(doc_type) or '(empty)'} is not a CCM document"
@@ -574,6 +589,31 @@ def build_document(ctx: _Context) -> list[Record]:
             elements=tuple(elements),
             shared_on=obs_date(rules.shared_id),
             reviewed_on=obs_date(rules.reviewed_id),
+        )
+    ]
+
+
+def build_signature(ctx: _Context, txa: Segment, mrn: str) -> list[Record]:
+    """The physician's answer to one of our review packets (signed, or rejected with a reason)."""
+    rules = ctx.profile.documents
+    doc_id = ctx.value(rules.id_field, txa)
+    if not doc_id:
+        raise Reject(f"{rules.id_field}: unique document number missing")
+    authenticator = None
+    if txa.get(rules.authenticator_field.field):
+        authenticator = _npi_from_xcn(ctx, txa.parts(rules.authenticator_field.field))
+        if authenticator is None:
+            raise Reject(f"{rules.authenticator_field}: not a practitioner NPI")
+    notes = _obx_values(_observations(ctx).get(rules.note_id, []), text=True)
+    return [
+        Signature(
+            document_id=doc_id,
+            mrn=mrn,
+            event=ctx.trigger,
+            completion=ctx.value(rules.completion_field, txa).upper(),
+            availability=ctx.value(rules.availability_field, txa).upper(),
+            authenticator_npi=authenticator,
+            reason="\n".join(notes) or None,
         )
     ]
 
