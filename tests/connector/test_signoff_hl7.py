@@ -7,10 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import hl7 as python_hl7
 import pytest
-
 from billing_fixtures import NPI, add_patient, add_return, add_touchpoint
+
+import hl7 as python_hl7
 from ccm_connector.config import load_config
 from ccm_connector.month_close import reconcile_month
 from ccm_connector.signoff import dispatch_packets
@@ -97,11 +97,11 @@ def test_an_answer_to_a_packet_that_has_changed_since_does_not_sign(sent, tmp_pa
 def test_a_cancellation_of_a_ccm_document_is_ignored_not_applied(sent, tmp_path: Path) -> None:
     cfg, conn, instance, _ = sent
     cancel = (
-        "MSH|^~\\&|EHR|CLINIC|CCMCONNECTOR|LOCALDEMO|20261202101500-0600||MDM^T11^MDM_T01|C11|P|2.5.1\r"
-        "EVN|T11|20261202101500-0600\rPID|1||MRN1^^^CLINIC^MR||DOE^JANE||19500203|F\rPV1|1|O\r"
-        "TXA|1|CCM-TOUCH|TX|20261103090000-0600|RN7||20261202101500-0600|||||TP1|||||AU\r"
-        "OBX|1|NM|CCM-MIN^Minutes^L||90|min\rOBX|2|CE|CCM-ACT^Activity^L||MEDREC\r"
-    ).encode()
+        b"MSH|^~\\&|EHR|CLINIC|CCMCONNECTOR|LOCALDEMO|20261202101500-0600||MDM^T11^MDM_T01|C11|P|2.5.1\r"
+        b"EVN|T11|20261202101500-0600\rPID|1||MRN1^^^CLINIC^MR||DOE^JANE||19500203|F\rPV1|1|O\r"
+        b"TXA|1|CCM-TOUCH|TX|20261103090000-0600|RN7||20261202101500-0600|||||TP1|||||AU\r"
+        b"OBX|1|NM|CCM-MIN^Minutes^L||90|min\rOBX|2|CE|CCM-ACT^Activity^L||MEDREC\r"
+    )
     ingest(instance, cancel, tmp_path)
     assert message_status(conn, "C11") == ("ignored", "AA")
     assert conn.execute("SELECT minutes FROM touchpoint WHERE id = 'TP1'").fetchone()[0] == 25
