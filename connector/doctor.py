@@ -142,10 +142,30 @@ def check_drop(cfg: Config) -> list[Item]:
     return items
 
 
+def check_profiles(cfg: Config) -> list[Item]:
+    """The EHR dialect and the billing dialect named in the configuration load and check."""
+    from .mappings.billing_dialects import billing_dialect
+    from .mappings.profile import load_profile
+
+    items = []
+    for what, load, name in (
+        ("EHR profile", lambda n: load_profile(n, cfg.intake.profile_dir), cfg.intake.profile),
+        ("billing dialect", lambda n: billing_dialect(n, cfg.intake.profile_dir), cfg.billing.profile),
+    ):
+        try:
+            load(name)
+        except InputError as e:
+            items.append(Item("fail", what, str(e)))
+        else:
+            items.append(Item("ok", what, name))
+    return items
+
+
 CHECKS: tuple[Callable[[Config], list[Item]], ...] = (
     check_store,
     check_secrets,
     check_roster,
+    check_profiles,
     check_gpg,
     check_partner,
     check_drop,

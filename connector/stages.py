@@ -16,7 +16,9 @@ from .store import open_store
 def pickup_inbox(cfg: Config) -> Any:
     from . import intake
 
-    return intake.pickup_inbox(intake.open_intake(cfg), cfg.intake.inbox, cfg.intake.stable_seconds)
+    stage = intake.open_intake(cfg)
+    with closing(stage.conn):
+        return intake.pickup_inbox(stage, cfg.intake.inbox, cfg.intake.stable_seconds)
 
 
 def export_queue(cfg: Config) -> Any:
