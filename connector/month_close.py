@@ -89,21 +89,23 @@ def load_touchpoints(conn: sqlite3.Connection, start: dt.datetime, end: dt.datet
     return out
 
 
-def load_entries(conn: sqlite3.Connection, first: dt.date, last: dt.date, pseudonyms: dict[str, str]) -> tuple[list[LogEntry], dict[str, dict]]:
-    """Entries of accepted returns around the month, in arrival order, and their raw rows by id."""
-    rows = conn.execute(
-        "SELECT e.rowid AS pos, e.*, f.id AS file_id FROM return_entry e JOIN return_file f ON f.id = e.return_file_id"
+def load_entries(conn: sqlite3.Connection, first: dt.date, last: dt.date, pseudonyms: dict[str, str]) -> tuple[list[LogEntry], dict[str, str]]:
+    """Entries of accepted returns around the month, in arrival order, and descriptions by entry id."""
+    cur = conn.cursor()
+    cur.row_factory = None  # plain tuples: this reads every entry of the month
+    rows = cur.execute(
+        "SELECT e.entry_id, e.mrn, e.pseudonym, e.touchpoint_ids, e.performer, e.date, e.minutes, e.activity, e.description"
+        " FROM return_entry e JOIN return_file f ON f.id = e.return_file_id"
         " WHERE f.status = 'accepted' AND e.date >= ? AND e.date <= ? ORDER BY f.id, e.rowid",
         ((first - WINDOW).isoformat(), (last + WINDOW).isoformat()),
     )
-    entries, raw = [], {}
-    for arrival, r in enumerate(rows):
-        mrn = r["mrn"] or pseudonyms.get(r["pseudonym"])
+    entries, descriptions = [], {}
+    for arrival, (entry_id, mrn, pseud, sources, performer, day, minutes, activity, description) in enumerate(rows):
         entries.append(
-            LogEntry(r["entry_id"], mrn, tuple(json.loads(r["touchpoint_ids"])), r["performer"], dt.date.fromisoformat(r["date"]), r["minutes"], r["activity"], arrival)
+            LogEntry(entry_id, mrn or pseudonyms.get(pseud), tuple(json.loads(sources)), performer, dt.date.fromisoformat(day), minutes, activity, arrival)
         )
-        raw[r["entry_id"]] = dict(r)
-    return entries, raw
+        descriptions.setdefault(entry_id, description)
+    return entries, descriptions
 
 
 def load_patient_records(conn: sqlite3.Connection, mrns: set[str]) -> dict[str, PatientRecords]:
@@ -199,7 +201,10 @@ def finding_json(f: Finding) -> dict:
     return {**f.to_json(), "minutes": f.minutes}
 
 
-def log_with_sources(entries: list[LogEntry], raw: dict[str, dict], counted: dict[str, int], findings: list[Finding], touchpoints: dict[str, Touchpoint], zone: dt.tzinfo) -> list[dict]:
+def log_with_sources(
+    entries: list[LogEntry], descriptions: dict[str, str], counted: dict[str, int], findings: list[Finding], touchpoints: dict[str, Touchpoint], zone: dt.tzinfo
+) -> list[dict]:
+    """The month's log entries with the practice records they cite, for the review packet."""
     codes: dict[str, list[str]] = defaultdict(list)
     for f in findings:
         if f.entry:
@@ -214,7 +219,7 @@ def log_with_sources(entries: list[LogEntry], raw: dict[str, dict], counted: dic
                 "minutes": e.minutes,
                 "performer": e.performer,
                 "activity": e.activity,
-                "description": raw[e.entry_id]["description"],
+                "description": descriptions[e.entry_id],
                 "sources": list(e.touchpoint_ids),
                 "source_records": [
                     {"id": t.id, "staff": t.staff_id, "local_start": t.start.local(zone).isoformat(timespec="minutes"), "minutes": t.minutes, "activity": t.activity}
@@ -247,7 +252,7 @@ def _reconcile(cfg: Config, month: str, conn: sqlite3.Connection, now: dt.dateti
     touchpoints = load_touchpoints(conn, start, end)
     known = [r[0] for r in conn.execute("SELECT mrn FROM patient")]
     pseudonyms = reverse_map(read_pseudonym_key(cfg.identity.pseudonym_key_file), known)
-    entries, raw = load_entries(conn, first, last, pseudonyms)
+    entries, descriptions = load_entries(conn, first, last, pseudonyms)
     result = reconcile(entries, touchpoints, roster, zone)
     mrns = patients_in_scope(conn, last, touchpoints, entries)
     records = load_patient_records(conn, mrns)
@@ -269,7 +274,7 @@ def _reconcile(cfg: Config, month: str, conn: sqlite3.Connection, now: dt.dateti
         reconciliation = [finding_json(f) for f in findings]
         involved = {f.entry for f in findings if f.entry} | {c.entry_id for c in counted}
         month_entries = [by_id[e] for e in sorted(involved) if e in by_id]
-        packet = review_packet(facts, decision, reconciliation, log_with_sources(month_entries, raw, counted_by_entry, findings, touchpoints, zone), drafts.get(mrn))
+        packet = review_packet(facts, decision, reconciliation, log_with_sources(month_entries, descriptions, counted_by_entry, findings, touchpoints, zone), drafts.get(mrn))
         judged.append((mrn, facts, decision, reconciliation, packet))
     results = _keep_all(conn, audit.read_key(cfg.audit.key_file), month, judged, now)
     logs.event(log, "reconcile.finished", month=month, patient_months=len(results), entries=len(entries), touchpoints=len(touchpoints),
