@@ -254,6 +254,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(Path(args.out), args.month, args.seed)
+
+
 # --- the parser ----------------------------------------------------------------------------------
 
 
@@ -325,8 +331,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", metavar="FILE", help="facts JSON file, or - for stdin")
     audit_group = group("audit", "the hash-chained audit log")
     command("verify", cmd_audit_verify, "verify the audit chain; report the first broken link", audit_group)
-    p = command("demo", not_built("demo", 7), "run a whole month for a synthetic practice on this machine")
-    p.add_argument("--out", default="demo-out")
+    p = command("demo", cmd_demo, "run a whole month for a synthetic practice on this machine")
+    p.add_argument("--out", default="demo-out", help="folder for the demo instance (new or empty; default demo-out)")
+    p.add_argument("--month", help="YYYY-MM (default: the month before the demo's fixed date, 2026-12-01)")
+    p.add_argument("--seed", type=int, default=7, help="seed of the synthetic practice (default 7)")
     return parser
 
 

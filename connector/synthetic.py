@@ -23,8 +23,9 @@ import calendar
 import csv
 import datetime as dt
 import io
+import itertools
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from zoneinfo import ZoneInfo
 
 from .exchange_documents import WQ, Change, Draft, Entry, ProposedCode, Return, build_return
@@ -87,8 +88,12 @@ STAFF = (
     StaffMember("LPN1", "Jordan Price", "LPN", "clinical", "US", BILLING_NPI),
     StaffMember("MA1", "Alex Kim", "MA", "clinical", "US", BILLING_NPI),
     StaffMember("SCH1", "Pat Doe", "", "non_clinical", "US"),
-    StaffMember("OFF1", "Offshore documentation account", "", "non_clinical", "IN", offshore_account=True),
-    StaffMember("OFF2", "Offshore quality reviewer", "", "non_clinical", "IN", offshore_account=True),
+    StaffMember(
+        "OFF1", "Offshore documentation account", "", "non_clinical", "IN", offshore_account=True
+    ),
+    StaffMember(
+        "OFF2", "Offshore quality reviewer", "", "non_clinical", "IN", offshore_account=True
+    ),
 )
 PRACTITIONER = STAFF[0]
 CLINICAL = ("RN1", "RN2", "LPN1", "MA1")
@@ -106,7 +111,9 @@ class Condition:
 
 CHRONIC = (
     Condition("E11.9", "Type 2 diabetes mellitus without complications", "diabetes"),
-    Condition("E11.65", "Type 2 diabetes mellitus with hyperglycemia", "diabetes"),
+    Condition(
+        "M81.0", "Age-related osteoporosis without current pathological fracture", "osteoporosis"
+    ),
     Condition("I10", "Essential (primary) hypertension", "blood pressure"),
     Condition("I50.32", "Chronic diastolic (congestive) heart failure", "heart failure"),
     Condition("J44.9", "Chronic obstructive pulmonary disease, unspecified", "COPD"),
@@ -116,11 +123,17 @@ CHRONIC = (
     Condition("F33.1", "Major depressive disorder, recurrent, moderate", "depression"),
     Condition("M17.0", "Bilateral primary osteoarthritis of knee", "knee arthritis"),
     Condition("E03.9", "Hypothyroidism, unspecified", "thyroid"),
-    Condition("I25.10", "Atherosclerotic heart disease of native coronary artery without angina pectoris", "heart disease"),
+    Condition(
+        "I25.10",
+        "Atherosclerotic heart disease of native coronary artery without angina pectoris",
+        "heart disease",
+    ),
     Condition("J45.40", "Moderate persistent asthma, uncomplicated", "asthma"),
     Condition("G47.33", "Obstructive sleep apnea", "sleep apnea"),
 )
-SYMPTOM = Condition("R53.83", "Other fatigue", "fatigue")  # on a problem list, never a chronic condition
+SYMPTOM = Condition(
+    "R53.83", "Other fatigue", "fatigue"
+)  # on a problem list, never a chronic condition
 
 
 @dataclass(frozen=True)
@@ -216,68 +229,178 @@ class Practice:
 # --- generation --------------------------------------------------------------------------------
 
 FAMILY = (
-    "Abernathy", "Bergstrom", "Castellano", "Delacroix", "Esterhazy", "Fairweather", "Galloway",
-    "Haverford", "Ingersoll", "Jankowski", "Kowalczyk", "Lindqvist", "Marchetti", "Nakamura",
-    "Okonkwo", "Pennington", "Quintero", "Rasmussen", "Szabo", "Thibodeaux", "Underhill",
-    "Vandermeer", "Whitfield", "Xiong", "Yamamoto", "Zielinski", "Ashcroft", "Brannigan",
-    "Cavanaugh", "Dabrowski", "Eckhardt", "Fitzgerald", "Gustafson", "Holloway", "Ivanova",
-    "Kilpatrick", "Lachance", "Montgomery", "Novak", "Oyelaran", "Pemberton", "Radcliffe",
+    "Abernathy",
+    "Bergstrom",
+    "Castellano",
+    "Delacroix",
+    "Esterhazy",
+    "Fairweather",
+    "Galloway",
+    "Haverford",
+    "Ingersoll",
+    "Jankowski",
+    "Kowalczyk",
+    "Lindqvist",
+    "Marchetti",
+    "Nakamura",
+    "Okonkwo",
+    "Pennington",
+    "Quintero",
+    "Rasmussen",
+    "Szabo",
+    "Thibodeaux",
+    "Underhill",
+    "Vandermeer",
+    "Whitfield",
+    "Xiong",
+    "Yamamoto",
+    "Zielinski",
+    "Ashcroft",
+    "Brannigan",
+    "Cavanaugh",
+    "Dabrowski",
+    "Eckhardt",
+    "Fitzgerald",
+    "Gustafson",
+    "Holloway",
+    "Ivanova",
+    "Kilpatrick",
+    "Lachance",
+    "Montgomery",
+    "Novak",
+    "Oyelaran",
+    "Pemberton",
+    "Radcliffe",
 )
 GIVEN_F = (
-    "Eleanor", "Margaret", "Dorothy", "Beatrice", "Mildred", "Gwendolyn", "Rosalind", "Harriet",
-    "Lucille", "Winifred", "Geraldine", "Imogene", "Josephine", "Loretta", "Marguerite", "Ophelia",
+    "Eleanor",
+    "Margaret",
+    "Dorothy",
+    "Beatrice",
+    "Mildred",
+    "Gwendolyn",
+    "Rosalind",
+    "Harriet",
+    "Lucille",
+    "Winifred",
+    "Geraldine",
+    "Imogene",
+    "Josephine",
+    "Loretta",
+    "Marguerite",
+    "Ophelia",
 )
 GIVEN_M = (
-    "Harold", "Walter", "Eugene", "Clarence", "Raymond", "Leonard", "Bernard", "Cornelius",
-    "Franklin", "Herbert", "Lawrence", "Mortimer", "Reginald", "Stanley", "Theodore", "Wendell",
+    "Harold",
+    "Walter",
+    "Eugene",
+    "Clarence",
+    "Raymond",
+    "Leonard",
+    "Bernard",
+    "Cornelius",
+    "Franklin",
+    "Herbert",
+    "Lawrence",
+    "Mortimer",
+    "Reginald",
+    "Stanley",
+    "Theodore",
+    "Wendell",
 )
 MBI_LETTERS = "ACDEFGHJKMNPQRTUVWXY"
 
 # Activity code -> (label, weight, one-line summaries; {c} is a condition's short name).
 ACTIVITIES: dict[str, tuple[str, int, tuple[str, ...]]] = {
-    "PHONE": ("Follow-up call", 24, (
-        "Called to check on {c} since the last visit; stable, no new concerns.",
-        "Follow-up call on {c}; reviewed home readings and warning signs.",
-        "Checked in by phone; patient reports better sleep and steady {c}.",
-    )),
-    "MEDREC": ("Medication reconciliation", 16, (
-        "Reconciled the medication list against pharmacy fill history; no changes.",
-        "Medication review by phone; stopped duplicate OTC pain reliever.",
-        "Confirmed dosing for {c} medicines with patient and caregiver.",
-    )),
-    "REFILL": ("Refill management", 12, (
-        "Processed 90-day refill for {c} medication; sent to pharmacy.",
-        "Coordinated refill timing so all maintenance medicines renew together.",
-    )),
-    "LABS": ("Lab result follow-up", 10, (
-        "Reviewed recent labs for {c} with patient; repeat in 3 months.",
-        "Explained lab results; scheduled follow-up draw before next visit.",
-    )),
-    "COORD": ("Care coordination", 12, (
-        "Coordinated referral for {c}; specialist appointment scheduled.",
-        "Sent records to home health agency and confirmed start of care.",
-        "Arranged transportation for upcoming specialist visit.",
-    )),
-    "EDU": ("Self-management education", 10, (
-        "Taught home monitoring for {c}; patient demonstrated technique.",
-        "Reviewed diet and activity goals for {c}; set a weekly target.",
-    )),
-    "PORTAL": ("Portal message", 8, (
-        "Answered portal question about {c} medication side effects.",
-        "Replied to portal message; advised to keep a symptom log.",
-    )),
-    "CAREPLAN": ("Care plan review", 6, (
-        "Reviewed care plan goals for {c} with patient; goals unchanged.",
-        "Updated self-management goal in the care plan with patient input.",
-    )),
-    "COMMRES": ("Community resources", 2, (
-        "Connected patient with meal delivery program.",
-        "Gave information on senior center exercise classes.",
-    )),
+    "PHONE": (
+        "Follow-up call",
+        24,
+        (
+            "Called to check on {c} since the last visit; stable, no new concerns.",
+            "Follow-up call on {c}; reviewed home readings and warning signs.",
+            "Checked in by phone; patient reports better sleep and steady {c}.",
+        ),
+    ),
+    "MEDREC": (
+        "Medication reconciliation",
+        16,
+        (
+            "Reconciled the medication list against pharmacy fill history; no changes.",
+            "Medication review by phone; stopped duplicate OTC pain reliever.",
+            "Confirmed dosing for {c} medicines with patient and caregiver.",
+        ),
+    ),
+    "REFILL": (
+        "Refill management",
+        12,
+        (
+            "Processed 90-day refill for {c} medication; sent to pharmacy.",
+            "Coordinated refill timing so all maintenance medicines renew together.",
+        ),
+    ),
+    "LABS": (
+        "Lab result follow-up",
+        10,
+        (
+            "Reviewed recent labs for {c} with patient; repeat in 3 months.",
+            "Explained lab results; scheduled follow-up draw before next visit.",
+        ),
+    ),
+    "COORD": (
+        "Care coordination",
+        12,
+        (
+            "Coordinated referral for {c}; specialist appointment scheduled.",
+            "Sent records to home health agency and confirmed start of care.",
+            "Arranged transportation for upcoming specialist visit.",
+        ),
+    ),
+    "EDU": (
+        "Self-management education",
+        10,
+        (
+            "Taught home monitoring for {c}; patient demonstrated technique.",
+            "Reviewed diet and activity goals for {c}; set a weekly target.",
+        ),
+    ),
+    "PORTAL": (
+        "Portal message",
+        8,
+        (
+            "Answered portal question about {c} medication side effects.",
+            "Replied to portal message; advised to keep a symptom log.",
+        ),
+    ),
+    "CAREPLAN": (
+        "Care plan review",
+        6,
+        (
+            "Reviewed care plan goals for {c} with patient; goals unchanged.",
+            "Updated self-management goal in the care plan with patient input.",
+        ),
+    ),
+    "COMMRES": (
+        "Community resources",
+        2,
+        (
+            "Connected patient with meal delivery program.",
+            "Gave information on senior center exercise classes.",
+        ),
+    ),
 }
-TRANSITION = ("TRANS", "Post-discharge call: reviewed discharge instructions and follow-up appointment.")
+LABELS = {code: spec[0] for code, spec in ACTIVITIES.items()} | {
+    "TRANS": "Transition of care follow-up",
+    "CHARTPREP": "Chart preparation",
+}
+TRANSITION = (
+    "TRANS",
+    "Post-discharge call: reviewed discharge instructions and follow-up appointment.",
+)
 DURING_STAY = ("COORD", "Spoke with the hospital case manager about the discharge plan.")
-AFTER_HOURS = ("PHONE", "After-hours call: reported dizziness; advised to check blood pressure and call back.")
+AFTER_HOURS = (
+    "PHONE",
+    "After-hours call: reported dizziness; advised to check blood pressure and call back.",
+)
 
 
 def month_bounds(month: str) -> tuple[dt.date, dt.date]:
@@ -296,7 +419,19 @@ def _mbi(rng: random.Random) -> str:
         return str(rng.randrange(10))
 
     return "".join(
-        (str(rng.randint(1, 9)), letter(), alnum(), digit(), letter(), alnum(), digit(), letter(), letter(), digit(), digit())
+        (
+            str(rng.randint(1, 9)),
+            letter(),
+            alnum(),
+            digit(),
+            letter(),
+            alnum(),
+            digit(),
+            letter(),
+            letter(),
+            digit(),
+            digit(),
+        )
     )
 
 
@@ -337,12 +472,20 @@ def generate(seed: int, month: str, patients: int = 36) -> Practice:
     rng = random.Random(seed)
     zone = ZoneInfo(ZONE)
     first, last = month_bounds(month)
-    weekdays = [first + dt.timedelta(days=i) for i in range((last - first).days + 1) if (first + dt.timedelta(days=i)).weekday() < 5]
+    weekdays = [
+        first + dt.timedelta(days=i)
+        for i in range((last - first).days + 1)
+        if (first + dt.timedelta(days=i)).weekday() < 5
+    ]
 
     kinds = ["no_consent", "not_initiated", "not_initiated", "too_few", "pcm", "pcm", "pcm"]
     kinds += ["ccm"] * (patients - len(kinds))
     rng.shuffle(kinds)
-    names = rng.sample([(f, g, "F") for f in FAMILY for g in GIVEN_F] + [(f, g, "M") for f in FAMILY for g in GIVEN_M], patients)
+    names = rng.sample(
+        [(f, g, "F") for f in FAMILY for g in GIVEN_F]
+        + [(f, g, "M") for f in FAMILY for g in GIVEN_M],
+        patients,
+    )
     mrns = rng.sample(range(100000, 1000000), patients)
 
     people: list[SyntheticPatient] = []
@@ -352,19 +495,42 @@ def generate(seed: int, month: str, patients: int = 36) -> Practice:
             conditions = (rng.choice(CHRONIC),) + ((SYMPTOM,) if rng.random() < 0.5 else ())
         else:
             conditions = tuple(rng.sample(CHRONIC, rng.randint(2, 4)))
-        consent_day = first - dt.timedelta(days=rng.randint(20, 400))
+        consent_day = _weekday(first - dt.timedelta(days=rng.randint(20, 400)))
         same_day = kind == "not_initiated" or rng.random() < 0.7
-        visit = Visit(consent_day if same_day else consent_day - dt.timedelta(days=rng.randint(3, 40)), "99211" if kind == "not_initiated" else "99214")
-        consent = None if kind == "no_consent" else ConsentDoc(consent_day, "pcm" if kind == "pcm" else "ccm", documented_by=rng.choice(CLINICAL[:2]))
-        plan_day = min(consent_day + dt.timedelta(days=rng.randint(0, 10)), first - dt.timedelta(days=3))
-        reviewed = first - dt.timedelta(days=rng.randint(15, 200)) if (first - plan_day).days > 300 else None
-        plan = PlanDoc(plan_day, ELEMENTS, plan_day + dt.timedelta(days=rng.randint(0, 2)), reviewed)
+        visit_day = (
+            consent_day
+            if same_day
+            else _weekday(consent_day - dt.timedelta(days=rng.randint(3, 40)))
+        )
+        visit = Visit(visit_day, "99211" if kind == "not_initiated" else "99214")
+        consent = (
+            None
+            if kind == "no_consent"
+            else ConsentDoc(
+                consent_day,
+                "pcm" if kind == "pcm" else "ccm",
+                documented_by=rng.choice(CLINICAL[:2]),
+            )
+        )
+        plan_day = min(
+            consent_day + dt.timedelta(days=rng.randint(0, 10)), first - dt.timedelta(days=3)
+        )
+        reviewed = (
+            first - dt.timedelta(days=rng.randint(15, 200))
+            if (first - plan_day).days > 300
+            else None
+        )
+        plan = PlanDoc(
+            plan_day, ELEMENTS, plan_day + dt.timedelta(days=rng.randint(0, 2)), reviewed
+        )
         people.append(
             SyntheticPatient(
                 mrn=f"MRN{mrns[i]}",
                 family=family,
                 given=given,
-                birth_date=dt.date(first.year - rng.randint(66, 92), rng.randint(1, 12), rng.randint(1, 28)),
+                birth_date=dt.date(
+                    first.year - rng.randint(66, 92), rng.randint(1, 12), rng.randint(1, 28)
+                ),
                 sex=sex,
                 mbi=_mbi(rng),
                 conditions=conditions,
@@ -381,37 +547,101 @@ def generate(seed: int, month: str, patients: int = 36) -> Practice:
     unsupported, inflated, recorder, duplicate, next_day, over_a, over_b, incomplete = ccm[:8]
     stay_holders = [i for i, k in enumerate(kinds) if k in ("ccm", "pcm") and i not in ccm[:8]][:3]
     p = people[incomplete]
-    people[incomplete] = _replace(p, care_plan=PlanDoc(p.care_plan.date, ELEMENTS[:6] + ELEMENTS[7:8], p.care_plan.shared_on, p.care_plan.reviewed_on))
+    people[incomplete] = _replace(
+        p,
+        care_plan=PlanDoc(
+            p.care_plan.date,
+            ELEMENTS[:6] + ELEMENTS[7:8],
+            p.care_plan.shared_on,
+            p.care_plan.reviewed_on,
+        ),
+    )
 
     cal = _Calendar()
-    drafts: list[dict] = []  # touchpoints before ids: mrn, staff, start, minutes, activity, summary, tag
+    drafts: list[
+        dict
+    ] = []  # touchpoints before ids: mrn, staff, start, minutes, activity, summary, tag
 
-    def add(i: int, staff: str, day: dt.date, start_minute: int, minutes: int, activity: str, summary: str, tag: str | None = None) -> None:
+    def add(
+        i: int,
+        staff: str,
+        day: dt.date,
+        start_minute: int,
+        minutes: int,
+        activity: str,
+        summary: str,
+        tag: str | None = None,
+    ) -> None:
         start = dt.datetime.combine(day, dt.time(start_minute // 60, start_minute % 60), zone)
-        drafts.append({"mrn": people[i].mrn, "staff": staff, "start": start, "minutes": minutes, "activity": activity, "summary": summary, "tag": tag})
+        drafts.append(
+            {
+                "mrn": people[i].mrn,
+                "staff": staff,
+                "start": start,
+                "minutes": minutes,
+                "activity": activity,
+                "summary": summary,
+                "tag": tag,
+            }
+        )
 
     # Planted in the feed first, so that random booking works around them.
     day = weekdays[len(weekdays) // 2]
     cal.book("RN2", day, 10 * 60, 20)
     cal.book("RN2", day, 10 * 60 + 10, 15)
-    add(over_a, "RN2", day, 10 * 60, 20, "PHONE", _summary(rng, "PHONE", people[over_a]), "overlap_a")
-    add(over_b, "RN2", day, 10 * 60 + 10, 15, "MEDREC", _summary(rng, "MEDREC", people[over_b]), "overlap_b")
+    add(
+        over_a,
+        "RN2",
+        day,
+        10 * 60,
+        20,
+        "PHONE",
+        _summary(rng, "PHONE", people[over_a]),
+        "overlap_a",
+    )
+    add(
+        over_b,
+        "RN2",
+        day,
+        10 * 60 + 10,
+        15,
+        "MEDREC",
+        _summary(rng, "MEDREC", people[over_b]),
+        "overlap_b",
+    )
     add(next_day, "RN1", last, 21 * 60 + 10, 12, AFTER_HOURS[0], AFTER_HOURS[1], "next_day")
     cal.book("RN1", last, 21 * 60 + 10, 12)
 
+    in_hospital: dict[str, set[dt.date]] = {}  # no routine calls while a patient is admitted
     for n, i in enumerate(stay_holders):
         admit_day = first + dt.timedelta(days=rng.randint(3, 18))
         discharge_day = admit_day + dt.timedelta(days=rng.randint(2, 5))
         stay = StayEvent(
-            dt.datetime.combine(admit_day, dt.time(rng.randint(1, 22), rng.choice((5, 20, 35, 50))), zone),
-            dt.datetime.combine(discharge_day, dt.time(rng.randint(10, 16), rng.choice((0, 15, 30, 45))), zone),
+            dt.datetime.combine(
+                admit_day, dt.time(rng.randint(1, 22), rng.choice((5, 20, 35, 50))), zone
+            ),
+            dt.datetime.combine(
+                discharge_day, dt.time(rng.randint(10, 16), rng.choice((0, 15, 30, 45))), zone
+            ),
             f"V{month.replace('-', '')}{n + 1:03d}",
         )
         people[i] = _replace(people[i], stays=(stay,))
+        in_hospital[people[i].mrn] = {
+            admit_day + dt.timedelta(days=k) for k in range((discharge_day - admit_day).days + 1)
+        }
         during = admit_day + dt.timedelta(days=1)
         start = cal.slot(rng, "RN1", during, 10)
         if start is not None:
-            add(i, "RN1", during, start, 10, DURING_STAY[0], DURING_STAY[1], "inpatient" if n == 0 else None)
+            add(
+                i,
+                "RN1",
+                during,
+                start,
+                10,
+                DURING_STAY[0],
+                DURING_STAY[1],
+                "inpatient" if n == 0 else None,
+            )
         after = discharge_day + dt.timedelta(days=rng.randint(1, 2))
         if after <= last:
             start = cal.slot(rng, "RN2", after, 15)
@@ -425,13 +655,21 @@ def generate(seed: int, month: str, patients: int = 36) -> Practice:
             target = rng.randint(15, 30)
         else:
             band = rng.random()
-            target = rng.randint(8, 19) if band < 0.15 else rng.randint(20, 59) if band < 0.7 else rng.randint(60, 95)
+            target = (
+                rng.randint(8, 19)
+                if band < 0.15
+                else rng.randint(20, 59)
+                if band < 0.7
+                else rng.randint(60, 95)
+            )
         count = max(1, min(rng.randint(5, 25), max(5, target // 2)) - have)
         target = max(2 * count, target - have_minutes)
         for minutes in _split(rng, target, count):
             for _ in range(20):
                 staff = rng.choices(CLINICAL, CLINICAL_WEIGHTS)[0]
                 day = rng.choice(weekdays)
+                if day in in_hospital.get(people[i].mrn, ()):
+                    continue
                 start = cal.slot(rng, staff, day, minutes)
                 if start is not None:
                     activity = rng.choices(list(ACTIVITIES), [a[1] for a in ACTIVITIES.values()])[0]
@@ -440,15 +678,31 @@ def generate(seed: int, month: str, patients: int = 36) -> Practice:
 
     # Targets for the planted log mistakes: each patient's first regular touchpoint.
     def first_of(i: int) -> dict:
-        return min((d for d in drafts if d["mrn"] == people[i].mrn and d["tag"] is None), key=lambda d: d["start"])
+        return min(
+            (d for d in drafts if d["mrn"] == people[i].mrn and d["tag"] is None),
+            key=lambda d: d["start"],
+        )
 
-    for i, tag in ((unsupported, "unsupported"), (inflated, "inflated"), (recorder, "recorder"), (duplicate, "duplicate")):
+    for i, tag in (
+        (unsupported, "unsupported"),
+        (inflated, "inflated"),
+        (recorder, "recorder"),
+        (duplicate, "duplicate"),
+    ):
         first_of(i)["tag"] = tag
 
     drafts.sort(key=lambda d: (d["start"], d["mrn"], d["staff"]))
     prefix = f"TP-{month.replace('-', '')}-"
     touchpoints = tuple(
-        SyntheticTouchpoint(f"{prefix}{n:05d}", d["mrn"], d["staff"], d["start"], d["minutes"], d["activity"], d["summary"])
+        SyntheticTouchpoint(
+            f"{prefix}{n:05d}",
+            d["mrn"],
+            d["staff"],
+            d["start"],
+            d["minutes"],
+            d["activity"],
+            d["summary"],
+        )
         for n, d in enumerate(drafts, start=1)
     )
     tagged = {d["tag"]: touchpoints[n].id for n, d in enumerate(drafts) if d["tag"]}
@@ -467,9 +721,12 @@ def generate(seed: int, month: str, patients: int = 36) -> Practice:
     return Practice(month, tuple(people), touchpoints, planted, seed=seed)
 
 
-def _replace(patient: SyntheticPatient, **changes: object) -> SyntheticPatient:
-    from dataclasses import replace
+def _weekday(day: dt.date) -> dt.date:
+    """The day, or the Friday before it when it falls on a weekend (the office is closed)."""
+    return day - dt.timedelta(days=max(0, day.weekday() - 4))
 
+
+def _replace(patient: SyntheticPatient, **changes: object) -> SyntheticPatient:
     return replace(patient, **changes)
 
 
@@ -496,8 +753,10 @@ def segment(name: str, fields: dict[int, str]) -> str:
 
 
 def _xcn(member: StaffMember, marker: str) -> str:
-    family, _, given = member.name.partition(" ")[::-1] if False else (member.name.split(" ")[-1], "", member.name.split(" ")[0])
-    return f"{member.npi or member.staff_id}^{escape(family.upper())}^{escape(given.upper())}^^^^^^{marker}"
+    """XCN: the NPI (marker NPI) or the roster id (marker ROSTER), family, given."""
+    given, _, family = member.name.rpartition(" ")
+    ident = member.npi if marker == "NPI" else member.staff_id
+    return f"{ident}^{escape(family.upper())}^{escape(given.upper())}^^^^^^{marker}"
 
 
 def _msh(practice: Practice, moment: dt.datetime, kind: str, structure: str, control: str) -> str:
@@ -520,14 +779,35 @@ def _pid(practice: Practice, p: SyntheticPatient) -> str:
     )
 
 
-def _document(practice: Practice, p: SyntheticPatient, moment: dt.datetime, control: str, doc_type: str, when: dt.datetime,
-              author: StaffMember, doc_id: str, obx: list[tuple[str, str, str]]) -> str:
+def _document(
+    practice: Practice,
+    p: SyntheticPatient,
+    moment: dt.datetime,
+    control: str,
+    doc_type: str,
+    when: dt.datetime,
+    author: StaffMember,
+    doc_id: str,
+    obx: list[tuple[str, str, str]],
+) -> str:
     segments = [
         _msh(practice, moment, "MDM^T02", "MDM_T02", control),
         f"EVN|T02|{ts(moment)}",
         _pid(practice, p),
         "PV1|1|O|CLINIC",
-        segment("TXA", {1: "1", 2: doc_type, 3: "TX", 4: ts(when), 5: _xcn(author, "ROSTER") if author.role != "practitioner" else f"{author.staff_id}^REYES^DANA^^^^^^ROSTER", 7: ts(moment), 12: doc_id, 17: "AU"}),
+        segment(
+            "TXA",
+            {
+                1: "1",
+                2: doc_type,
+                3: "TX",
+                4: ts(when),
+                5: _xcn(author, "ROSTER"),
+                7: ts(moment),
+                12: doc_id,
+                17: "AU",
+            },
+        ),
     ]
     for n, (ident, vtype, value) in enumerate(obx, start=1):
         segments.append(segment("OBX", {1: str(n), 2: vtype, 3: ident, 5: value, 11: "F"}))
@@ -547,9 +827,13 @@ def messages(practice: Practice) -> list[str]:
             events.append((dt.datetime.combine(p.visit.date, dt.time(11, 40), zone), 1, "PC1", p))
             events.append((dt.datetime.combine(p.visit.date, dt.time(17, 5), zone), 2, "P03", p))
         if p.consent is not None:
-            events.append((dt.datetime.combine(p.consent.date, dt.time(12, 15), zone), 3, "CONSENT", p))
+            events.append(
+                (dt.datetime.combine(p.consent.date, dt.time(12, 15), zone), 3, "CONSENT", p)
+            )
         if p.care_plan is not None:
-            events.append((dt.datetime.combine(p.care_plan.date, dt.time(15, 30), zone), 4, "PLAN", p))
+            events.append(
+                (dt.datetime.combine(p.care_plan.date, dt.time(15, 30), zone), 4, "PLAN", p)
+            )
         for stay in p.stays:
             events.append((stay.admitted, 5, "A01", (p, stay)))
             events.append((stay.discharged, 6, "A03", (p, stay)))
@@ -563,64 +847,145 @@ def messages(practice: Practice) -> list[str]:
         if kind == "TOUCH":
             t = what
             p = by_mrn[t.mrn]
-            label = ACTIVITIES[t.activity][0] if t.activity in ACTIVITIES else "Transition of care follow-up"
+            label = LABELS.get(t.activity, t.activity)
             out.append(
-                _document(practice, p, when, control, "CCM-TOUCH", t.start, staff[t.staff_id], t.id, [
-                    ("CCM-MIN^Minutes^L", "NM", str(t.minutes)),
-                    ("CCM-ACT^Activity^L", "CE", f"{t.activity}^{escape(label)}^L"),
-                    ("CCM-NOTE^Summary^L", "TX", escape(t.summary)),
-                ])
+                _document(
+                    practice,
+                    p,
+                    when,
+                    control,
+                    "CCM-TOUCH",
+                    t.start,
+                    staff[t.staff_id],
+                    t.id,
+                    [
+                        ("CCM-MIN^Minutes^L", "NM", str(t.minutes)),
+                        ("CCM-ACT^Activity^L", "CE", f"{t.activity}^{escape(label)}^L"),
+                        ("CCM-NOTE^Summary^L", "TX", escape(t.summary)),
+                    ],
+                )
             )
             continue
         if kind in ("A01", "A03"):
             p, stay = what
-            pv1 = {1: "1", 2: "I", 3: "4W^412^1^GENHOSP", 10: "MED", 19: stay.visit_id, 44: ts(stay.admitted)}
+            pv1 = {
+                1: "1",
+                2: "I",
+                3: "4W^412^1^GENHOSP",
+                10: "MED",
+                19: stay.visit_id,
+                44: ts(stay.admitted),
+            }
             if kind == "A03":
                 pv1[45] = ts(stay.discharged)
-            out.append("\r".join([
-                _msh(practice, when, f"ADT^{kind}", "ADT_A01" if kind == "A01" else "ADT_A03", control),
-                f"EVN|{kind}|{ts(when)}",
-                _pid(practice, p),
-                segment("PV1", pv1),
-            ]))
+            out.append(
+                "\r".join(
+                    [
+                        _msh(
+                            practice,
+                            when,
+                            f"ADT^{kind}",
+                            "ADT_A01" if kind == "A01" else "ADT_A03",
+                            control,
+                        ),
+                        f"EVN|{kind}|{ts(when)}",
+                        _pid(practice, p),
+                        segment("PV1", pv1),
+                    ]
+                )
+            )
             continue
         p = what
         if kind == "A04":
-            out.append("\r".join([
-                _msh(practice, when, "ADT^A04", "ADT_A01", control),
-                f"EVN|A04|{ts(when)}",
-                _pid(practice, p),
-                segment("PV1", {1: "1", 2: "O", 3: "CLINIC", 7: _xcn(doctor, "NPI")}),
-            ]))
+            out.append(
+                "\r".join(
+                    [
+                        _msh(practice, when, "ADT^A04", "ADT_A01", control),
+                        f"EVN|A04|{ts(when)}",
+                        _pid(practice, p),
+                        segment("PV1", {1: "1", 2: "O", 3: "CLINIC", 7: _xcn(doctor, "NPI")}),
+                    ]
+                )
+            )
         elif kind == "PC1":
             lines = [_msh(practice, when, "PPR^PC1", "PPR_PC1", control), _pid(practice, p)]
             for k, c in enumerate(p.conditions, start=1):
                 onset = p.registered + dt.timedelta(days=30 * k)
-                lines.append(segment("PRB", {1: "AD", 2: ts(when), 3: f"{c.code}^{escape(c.text)}^I10", 4: f"{p.mrn}-{k}", 7: d8(onset)}))
+                lines.append(
+                    segment(
+                        "PRB",
+                        {
+                            1: "AD",
+                            2: ts(when),
+                            3: f"{c.code}^{escape(c.text)}^I10",
+                            4: f"{p.mrn}-{k}",
+                            7: d8(onset),
+                        },
+                    )
+                )
             out.append("\r".join(lines))
         elif kind == "P03":
             visit = p.visit
             day = d8(visit.date)
             diagnoses = "~".join(f"{c.code}^^I10" for c in p.conditions)
             performer = f"{visit.npi}^REYES^DANA^^^^^^NPI"
-            descriptions = {"99214": "Office visit est pt moderate MDM", "99211": "Office visit est pt minimal"}
+            descriptions = {
+                "99214": "Office visit est pt moderate MDM",
+                "99211": "Office visit est pt minimal",
+            }
             lines = [
                 _msh(practice, when, "DFT^P03", "DFT_P03", control),
                 f"EVN|P03|{ts(when)}",
                 _pid(practice, p),
                 segment("PV1", {1: "1", 2: "O", 3: "CLINIC", 7: performer}),
-                segment("FT1", {1: "1", 2: f"{control}-1", 4: f"{day}^{day}", 6: "CG", 7: f"{visit.code}^{descriptions[visit.code]}^CPT4", 10: "1", 19: diagnoses, 20: performer, 25: f"{visit.code}^{descriptions[visit.code]}^CPT4"}),
-                segment("FT1", {1: "2", 2: f"{control}-2", 4: f"{day}^{day}", 6: "CG", 7: "36415^Venipuncture^CPT4", 10: "1", 19: diagnoses, 20: performer, 25: "36415^Venipuncture^CPT4"}),
+                segment(
+                    "FT1",
+                    {
+                        1: "1",
+                        2: f"{control}-1",
+                        4: f"{day}^{day}",
+                        6: "CG",
+                        7: f"{visit.code}^{descriptions[visit.code]}^CPT4",
+                        10: "1",
+                        19: diagnoses,
+                        20: performer,
+                        25: f"{visit.code}^{descriptions[visit.code]}^CPT4",
+                    },
+                ),
+                segment(
+                    "FT1",
+                    {
+                        1: "2",
+                        2: f"{control}-2",
+                        4: f"{day}^{day}",
+                        6: "CG",
+                        7: "36415^Venipuncture^CPT4",
+                        10: "1",
+                        19: diagnoses,
+                        20: performer,
+                        25: "36415^Venipuncture^CPT4",
+                    },
+                ),
             ]
             out.append("\r".join(lines))
         elif kind == "CONSENT":
             c = p.consent
             out.append(
-                _document(practice, p, when, control, "CCM-CONSENT", dt.datetime.combine(c.date, dt.time(11, 55), zone), staff[c.documented_by], f"CN-{p.mrn}", [
-                    ("CCM-PROGRAM^Program^L", "ST", c.program),
-                    ("CCM-STATUS^Status^L", "ST", "given"),
-                    ("CCM-PRACT^Billing practitioner^L", "XCN", f"{c.npi}^REYES^DANA^^^^^^NPI"),
-                ])
+                _document(
+                    practice,
+                    p,
+                    when,
+                    control,
+                    "CCM-CONSENT",
+                    dt.datetime.combine(c.date, dt.time(11, 55), zone),
+                    staff[c.documented_by],
+                    f"CN-{p.mrn}",
+                    [
+                        ("CCM-PROGRAM^Program^L", "ST", c.program),
+                        ("CCM-STATUS^Status^L", "ST", "given"),
+                        ("CCM-PRACT^Billing practitioner^L", "XCN", f"{c.npi}^REYES^DANA^^^^^^NPI"),
+                    ],
+                )
             )
         elif kind == "PLAN":
             plan = p.care_plan
@@ -629,7 +994,19 @@ def messages(practice: Practice) -> list[str]:
                 obx.append(("CCM-SHARED^Shared with patient^L", "DT", d8(plan.shared_on)))
             if plan.reviewed_on:
                 obx.append(("CCM-REVIEWED^Last reviewed^L", "DT", d8(plan.reviewed_on)))
-            out.append(_document(practice, p, when, control, "CCM-PLAN", dt.datetime.combine(plan.date, dt.time(15, 0), zone), doctor, f"CP-{p.mrn}", obx))
+            out.append(
+                _document(
+                    practice,
+                    p,
+                    when,
+                    control,
+                    "CCM-PLAN",
+                    dt.datetime.combine(plan.date, dt.time(15, 0), zone),
+                    doctor,
+                    f"CP-{p.mrn}",
+                    obx,
+                )
+            )
     return out
 
 
@@ -706,8 +1083,10 @@ def offshore_return(workqueue: bytes, scenario: OffshoreScenario) -> bytes:
     drafts: list[Draft] = []
     codes: list[ProposedCode] = []
 
+    numbers = itertools.count(1)
+
     def entry_id() -> str:
-        return f"{scenario.return_id}-{len(entries) + len(later) + 1:05d}"
+        return f"{scenario.return_id}-{next(numbers):05d}"
 
     for patient in root.iterfind(f"{WQ}patients/{WQ}patient"):
         pseudonym = patient.get("pseudonym")
@@ -720,18 +1099,53 @@ def offshore_return(workqueue: bytes, scenario: OffshoreScenario) -> bytes:
             summary = t.findtext(f"{WQ}summary") or ""
             description = f"Documented from the practice note: {summary}"
             if tp_id == planted.unsupported:
-                logged.append(Entry(entry_id(), pseudonym, (), staff, day, 15, "CHARTPREP", "Pre-visit chart preparation and care-gap review."))
+                logged.append(
+                    Entry(
+                        entry_id(),
+                        pseudonym,
+                        (),
+                        staff,
+                        day,
+                        15,
+                        "CHARTPREP",
+                        "Pre-visit chart preparation and care-gap review.",
+                    )
+                )
             if tp_id == planted.next_day:
                 hour, minute = (int(x) for x in t.get("start").split(":"))
                 day = dt.datetime.combine(day, dt.time(hour, minute), zone).astimezone(india).date()
             performer = scenario.recorder if tp_id == planted.recorder_as_performer else staff
-            entry = Entry(entry_id(), pseudonym, (tp_id,), performer, day, minutes + inflated.get(tp_id, 0), t.get("activity"), description)
+            entry = Entry(
+                entry_id(),
+                pseudonym,
+                (tp_id,),
+                performer,
+                day,
+                minutes + inflated.get(tp_id, 0),
+                t.get("activity"),
+                description,
+            )
             logged.append(entry)
             if tp_id == planted.duplicate:
-                later.append(Entry(entry_id(), pseudonym, entry.touchpoint_ids, entry.performer, entry.date, entry.minutes, entry.activity, entry.description))
+                later.append(
+                    Entry(
+                        entry_id(),
+                        pseudonym,
+                        entry.touchpoint_ids,
+                        entry.performer,
+                        entry.date,
+                        entry.minutes,
+                        entry.activity,
+                        entry.description,
+                    )
+                )
         entries.extend(logged)
         month_minutes = sum(e.minutes for e in logged if e.date.strftime("%Y-%m") == scenario.month)
-        month_minutes += sum(e.minutes for e in later if e.pseudonym == pseudonym and e.date.strftime("%Y-%m") == scenario.month)
+        month_minutes += sum(
+            e.minutes
+            for e in later
+            if e.pseudonym == pseudonym and e.date.strftime("%Y-%m") == scenario.month
+        )
         for code, units in _team_codes(program, month_minutes):
             codes.append(ProposedCode(pseudonym, scenario.month, code, units))
         plan = patient.find(f"{WQ}carePlan")
@@ -739,7 +1153,13 @@ def offshore_return(workqueue: bytes, scenario: OffshoreScenario) -> bytes:
             have = {e.text for e in plan.iterfind(f"{WQ}element")}
             missing = [e for e in ELEMENTS if e not in have]
             if missing:
-                drafts.append(Draft(pseudonym, plan.get("documentId"), tuple(Change(e, "add", DRAFT_TEXT[e]) for e in missing)))
+                drafts.append(
+                    Draft(
+                        pseudonym,
+                        plan.get("documentId"),
+                        tuple(Change(e, "add", DRAFT_TEXT[e]) for e in missing),
+                    )
+                )
     return build_return(
         Return(
             return_id=scenario.return_id,
@@ -769,7 +1189,7 @@ def review_answer(
     packet: str,
     at: dt.datetime,
     control_id: str,
-    signer: Signer = field(default_factory=Signer) if False else Signer(),
+    signer: Signer | None = None,
     status: str = "AU",
     reason: str | None = None,
     trigger: str = "T04",
@@ -780,19 +1200,36 @@ def review_answer(
     returns it (with the reason in OBX CCM-NOTE); TXA-22 the authenticating practitioner (XCN-1
     the NPI, marked NPI); PID as the packet sent it.
     """
+    signer = signer or Signer()
     lines = [line for line in packet.replace("\n", "\r").split("\r") if line]
     by_id = {line.split("|", 1)[0]: line for line in lines}
     msh = by_id["MSH"].split("|")
     txa = by_id["TXA"].split("|")
     signed = ts(at)
-    authenticator = f"{signer.npi}^{signer.family}^{signer.given}^^^^{signer.degree}^^NPI^^^^NPI^^{signed}"
+    authenticator = (
+        f"{signer.npi}^{signer.family}^{signer.given}^^^^{signer.degree}^^NPI^^^^NPI^^{signed}"
+    )
     segments = [
         f"MSH|^~\\&|{EHR[0]}|{EHR[1]}|{msh[2]}|{msh[3]}|{signed}||MDM^{trigger}^MDM_T02|{control_id}|P|2.5.1|||AL|NE",
         f"EVN|{trigger}|{signed}",
         by_id["PID"],
         "PV1|1|O",
-        segment("TXA", {1: "1", 2: txa[2], 3: "TX", 4: txa[4], 8: signed, 12: txa[12], 17: status, 22: authenticator}),
+        segment(
+            "TXA",
+            {
+                1: "1",
+                2: txa[2],
+                3: "TX",
+                4: txa[4],
+                8: signed,
+                12: txa[12],
+                17: status,
+                22: authenticator,
+            },
+        ),
     ]
     if reason:
-        segments.append(segment("OBX", {1: "1", 2: "TX", 3: "CCM-NOTE^Reason^L", 5: escape(reason), 11: "F"}))
+        segments.append(
+            segment("OBX", {1: "1", 2: "TX", 3: "CCM-NOTE^Reason^L", 5: escape(reason), 11: "F"})
+        )
     return "\r".join(segments)

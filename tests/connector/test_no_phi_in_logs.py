@@ -61,7 +61,8 @@ def command_lines(instance: Path, hl7_file: Path, facts_file: Path) -> list[list
 def test_the_list_covers_every_terminating_command() -> None:
     parser = build_parser()
     top = next(a for a in parser._actions if a.dest == "command").choices
-    long_running = {"run", "listen", "demo", "init"}  # init is run by the fixture; the rest by their own tests
+    # init is run by the fixture, listen and run by the tests below, demo by test_demo.py.
+    long_running = {"run", "listen", "demo", "init"}
     listed = {line[0] for line in command_lines(Path("."), Path("x"), Path("y"))}
     assert set(top) - long_running == listed
 
@@ -93,3 +94,90 @@ def test_no_command_logs_the_patients_name_or_birth_date(logged_instance: Path, 
             assert phi not in text, f"PHI {phi!r} in log line: {text[:200]}"
     for text in file_lines:
         json.loads(text)  # every log file line is one JSON object
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _assert_no_phi(lines: list[str]) -> None:
+    for text in lines:
+        for phi in PHI:
+            assert phi not in text, f"PHI {phi!r} in log line: {text[:200]}"
+
+
+def test_listen_logs_no_phi(logged_instance: Path) -> None:
+    """The record arrives over MLLP from an independent sender (python-hl7's asyncio client)."""
+    import asyncio
+    import signal
+
+    import hl7.mllp
+
+    port = _free_port()
+    config = logged_instance / "connector.toml"
+    proc = subprocess.Popen([str(CLI), "--config", str(config), "listen", "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "listening" in proc.stdout.readline()
+
+        async def send() -> str:
+            reader, writer = await asyncio.wait_for(hl7.mllp.open_hl7_connection("127.0.0.1", port), 10)
+            writer.writemessage(python_hl7_message())
+            await writer.drain()
+            ack = await asyncio.wait_for(reader.readmessage(), 10)
+            writer.close()
+            return str(ack.segment("MSA")[1])
+
+        assert asyncio.run(send()) == "AA"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=30)
+    lines = stderr.splitlines() + (logged_instance / "data/connector.log").read_text().splitlines()
+    assert any("hl7" in line for line in lines)
+    _assert_no_phi(lines)
+
+
+def python_hl7_message():
+    import hl7
+
+    return hl7.parse(HL7_FEED)
+
+
+def test_run_logs_no_phi(logged_instance: Path) -> None:
+    """The record arrives through the inbox and every job runs once; then SIGTERM."""
+    import signal
+    import time
+
+    from ccm_connector.config import load_config
+    from ccm_connector.store import open_store
+
+    config = logged_instance / "connector.toml"
+    config.write_text(with_values(config.read_text(), {("schedule", "run_at_start"): "true", ("mllp", "port"): str(_free_port())}))
+    (logged_instance / "data/inbox/feed.hl7").write_bytes(HL7_FEED.encode())
+    # stderr to a file: a pipe nobody reads would fill up and block the service's logging.
+    err_path = logged_instance / "run.stderr"
+    err = err_path.open("w")
+    proc = subprocess.Popen([str(CLI), "--config", str(config), "run"], stdout=subprocess.DEVNULL, stderr=err, text=True)
+    cfg = load_config(config)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            conn = open_store(cfg.store.path)
+            finished = {r[0] for r in conn.execute("SELECT job FROM job_run WHERE finished_at IS NOT NULL")}
+            conn.close()
+            if {"inbox", "retention"} <= finished:
+                break
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        err.close()
+    stderr = err_path.read_text()
+    conn = open_store(cfg.store.path)
+    assert conn.execute("SELECT count(*) FROM patient WHERE family = ?", (FAMILY,)).fetchone()[0] == 1
+    lines = stderr.splitlines() + (logged_instance / "data/connector.log").read_text().splitlines()
+    _assert_no_phi(lines)
