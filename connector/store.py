@@ -53,9 +53,18 @@ def make_private_dir(path: Path) -> None:
 
 
 def _touch_private(path: Path) -> None:
-    fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+    """Create the store file 0600 before SQLite does; tighten an existing one.
+
+    An existing store is never opened here: closing any descriptor of a database file drops
+    every POSIX lock this process holds on it, including other SQLite connections' locks
+    (the service's listener and jobs share the process), which corrupts WAL locking.
+    """
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        os.chmod(path, 0o600)
+        return
     os.close(fd)
-    os.chmod(path, 0o600)
 
 
 def connect(path: Path) -> sqlite3.Connection:
