@@ -179,5 +179,9 @@ def test_run_logs_no_phi(logged_instance: Path) -> None:
     stderr = err_path.read_text()
     conn = open_store(cfg.store.path)
     assert conn.execute("SELECT count(*) FROM patient WHERE family = ?", (FAMILY,)).fetchone()[0] == 1
+    # Every job ran and was recorded. (This caught the store dropping the service's own POSIX
+    # locks on the database file, which made a job's write fail with 'disk I/O error'.)
+    outcomes = dict(conn.execute("SELECT job, outcome FROM job_run"))
+    assert len(outcomes) == 8 and set(outcomes.values()) == {"ok"}, outcomes
     lines = stderr.splitlines() + (logged_instance / "data/connector.log").read_text().splitlines()
     _assert_no_phi(lines)

@@ -103,18 +103,3 @@ def test_migrations_are_numbered_without_gaps() -> None:
 
 def test_sqlite_is_new_enough_for_what_we_use() -> None:
     assert sqlite3.sqlite_version_info >= (3, 35)
-
-
-def test_opening_the_store_again_keeps_other_connections_locks(tmp_path: Path) -> None:
-    """Regression: closing any descriptor of the database file drops all of this process's POSIX
-    locks on it. The service has several connections in one process (listener, jobs); opening
-    another must not release a writer's lock (it surfaced as 'disk I/O error')."""
-    db = tmp_path / "s.db"
-    writer = open_store(db)
-    writer.execute("BEGIN IMMEDIATE")
-    writer.execute("INSERT INTO job_run (job, started_at) VALUES ('x', 't')")
-    open_store(db).close()
-    other = sqlite3.connect(db, timeout=0.1, isolation_level=None)
-    with pytest.raises(sqlite3.OperationalError, match="locked"):
-        other.execute("BEGIN IMMEDIATE")
-    writer.execute("COMMIT")
