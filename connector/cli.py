@@ -14,7 +14,7 @@ from pathlib import Path
 
 from . import audit, doctor, logs
 from .config import Config, config_path, load_config
-from .errors import InputError, NotBuiltError, OperationalError
+from .errors import InputError, OperationalError
 from .instance import init_instance, init_local_instance
 from .store import open_store
 
@@ -29,13 +29,6 @@ def configured(args: argparse.Namespace) -> Config:
     cfg = load_config(config_path(args.config))
     logs.setup_logging(cfg.logging.level, cfg.logging.file)
     return cfg
-
-
-def not_built(command: str, issue: int) -> Handler:
-    def handler(args: argparse.Namespace) -> int:
-        raise NotBuiltError(f"`{command}` is not built yet in this release (tracked as issue {issue})")
-
-    return handler
 
 
 # --- built commands ------------------------------------------------------------------------------

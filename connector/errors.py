@@ -13,7 +13,3 @@ class OperationalError(Exception):
     """Something outside the input went wrong (a peer, a disk, a lock). Exit 1."""
 
     exit_code = 1
-
-
-class NotBuiltError(OperationalError):
-    """A command of the fixed CLI surface that this release does not provide yet."""

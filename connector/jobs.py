@@ -33,7 +33,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from . import audit, logs
 from .config import Config
-from .errors import InputError, NotBuiltError, OperationalError
+from .errors import InputError, OperationalError
 from .store import open_store, transaction
 
 log = logs.get_logger("jobs")
@@ -330,7 +330,7 @@ def run_job(
         try:
             detail["counts"] = counts_of(job.func(cfg, started))
             outcome = "ok"
-        except (StageNotBuilt, NotBuiltError) as e:
+        except StageNotBuilt as e:
             outcome, detail["reason"] = "not_built", _error_reason(e)
             logs.event(
                 log,
