@@ -16,6 +16,7 @@ import hashlib
 import io
 import json
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import audit, logs
@@ -26,6 +27,7 @@ from .errors import InputError
 from .hl7.outbound import BillingDialect, ChargeLine, Party, PatientId, dft_p03
 from .mappings.billing_dialects import billing_dialect
 from .month_close import parse_month
+from .progress import untracked
 from .store import transaction
 
 log = logs.get_logger("billing")
@@ -130,7 +132,7 @@ def releasable(conn: sqlite3.Connection, month: str) -> list[sqlite3.Row]:
     ).fetchall()
 
 
-def close_month(cfg: Config, conn: sqlite3.Connection, month: str, now: dt.datetime | None = None) -> dict:
+def close_month(cfg: Config, conn: sqlite3.Connection, month: str, now: dt.datetime | None = None, track: Callable = untracked) -> dict:
     """Release every signed, billable patient-month of `month` once, then deliver what is pending."""
     month = parse_month(month)
     now = now or dt.datetime.now(dt.UTC)
@@ -140,7 +142,8 @@ def close_month(cfg: Config, conn: sqlite3.Connection, month: str, now: dt.datet
     key = audit.read_key(cfg.audit.key_file)
     released: list[tuple[PatientId, str, list[ChargeLine], dict]] = []
     with transaction(conn):
-        for row in releasable(conn, month):
+        rows = releasable(conn, month)
+        for row in track(rows, len(rows), "close-month"):
             released.append(_release(cfg, conn, key, row, dialect, sender, receiver, now))
         if released:
             seq = conn.execute("SELECT count(*) FROM outbound WHERE kind = 'csv' AND subject LIKE ?", (f"charges-{month}-%",)).fetchone()[0] + 1

@@ -16,6 +16,7 @@ from . import audit, doctor, logs
 from .config import Config, config_path, load_config
 from .errors import InputError, OperationalError
 from .instance import init_instance, init_local_instance
+from .progress import progress
 from .store import open_store
 
 PROG = "ccm-connector"
@@ -91,7 +92,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     cfg = configured(args)
     stage = intake.open_intake(cfg)
     try:
-        tally = intake.ingest_files(stage, [Path(f) for f in args.files], lambda text: print(f"{PROG}: {text}", file=sys.stderr))
+        tally = intake.ingest_files(stage, [Path(f) for f in args.files], lambda text: print(f"{PROG}: {text}", file=sys.stderr), progress)
     finally:
         stage.conn.close()
     print(f"ingested {tally.line()}")
@@ -128,7 +129,7 @@ def cmd_rules_check(args: argparse.Namespace) -> int:
 def cmd_queue_export(args: argparse.Namespace) -> int:
     from .queue_export import export_queue
 
-    result = export_queue(configured(args))
+    result = export_queue(configured(args), track=progress)
     print(result.summary())
     return 0
 
@@ -147,7 +148,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     from .month_close import reconcile_month
 
     cfg = configured(args)
-    results = reconcile_month(cfg, args.month)
+    results = reconcile_month(cfg, args.month, track=progress)
     if args.json:
         for r in results:
             print(json.dumps(r.to_json(), ensure_ascii=False, sort_keys=False))
@@ -189,7 +190,7 @@ def cmd_close_month(args: argparse.Namespace) -> int:
     from .billing import close_month
 
     cfg = configured(args)
-    result = close_month(cfg, open_store(cfg.store.path), args.month)
+    result = close_month(cfg, open_store(cfg.store.path), args.month, track=progress)
     print(f"{args.month}: released {result['released']} patient-months ({result['lines']} charge lines); delivered {result['delivered']} files/messages")
     return 0
 

@@ -43,6 +43,7 @@ from .hl7 import ack as acks
 from .hl7 import mllp, reader
 from .mappings import apply as mapping
 from .mappings.profile import Profile, load_profile
+from .progress import untracked
 from .records import (
     CarePlan,
     Consent,
@@ -665,12 +666,12 @@ def read_input_file(path: Path) -> bytes:
         raise InputError(f"{path}: cannot read ({e.__class__.__name__})") from None
 
 
-def ingest_bytes(intake: Intake, data: bytes, name: str) -> Tally:
+def ingest_bytes(intake: Intake, data: bytes, name: str, track: Callable = untracked) -> Tally:
     """Every message of one file's bytes, each in its own transaction."""
     tally = Tally(files=1)
     contents = reader.read_file(data)
     digest = hashlib.sha256(data).hexdigest()
-    for item in contents.items:
+    for item in track(contents.items, len(contents.items), "ingest"):
         tally.add(intake.take(item, f"file:{name}#{item.index}"))
     with transaction(intake.conn) as conn:
         audit.record(
@@ -693,7 +694,9 @@ def ingest_bytes(intake: Intake, data: bytes, name: str) -> Tally:
     return tally
 
 
-def ingest_files(intake: Intake, paths: Iterable[Path], complain: Callable[[str], None]) -> Tally:
+def ingest_files(
+    intake: Intake, paths: Iterable[Path], complain: Callable[[str], None], track: Callable = untracked
+) -> Tally:
     """`ingest FILE...`: every readable file is ingested; unreadable ones are named via complain."""
     total = Tally()
     for path in paths:
@@ -704,7 +707,7 @@ def ingest_files(intake: Intake, paths: Iterable[Path], complain: Callable[[str]
             complain(str(e))
             continue
         try:
-            part = ingest_bytes(intake, data, path.name)
+            part = ingest_bytes(intake, data, path.name, track)
         except sqlite3.Error as e:
             raise OperationalError(
                 f"store: cannot store messages ({e.__class__.__name__}: {e})"

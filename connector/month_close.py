@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import sqlite3
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import audit, logs
@@ -22,6 +23,7 @@ from .facts import facts_from_json
 from .month_facts import PatientRecords, Policy, month_bounds, month_facts
 from .packet import canonical, review_packet
 from .packet import text_hash as content_hash_of
+from .progress import untracked
 from .pseudonym import read_key as read_pseudonym_key
 from .pseudonym import reverse_map
 from .reconcile import Finding, LogEntry, code_mismatch, reconcile
@@ -232,19 +234,21 @@ def log_with_sources(
     return out
 
 
-def reconcile_month(cfg: Config, month: str, conn: sqlite3.Connection | None = None, at: dt.datetime | None = None) -> list[MonthResult]:
+def reconcile_month(
+    cfg: Config, month: str, conn: sqlite3.Connection | None = None, at: dt.datetime | None = None, track: Callable = untracked
+) -> list[MonthResult]:
     """Reconcile and decide every patient-month of `month`; keep the results; return them."""
     month = parse_month(month)
     own = conn is None
     conn = conn or open_store(cfg.store.path)
     try:
-        return _reconcile(cfg, month, conn, at or dt.datetime.now(dt.UTC))
+        return _reconcile(cfg, month, conn, at or dt.datetime.now(dt.UTC), track)
     finally:
         if own:
             conn.close()
 
 
-def _reconcile(cfg: Config, month: str, conn: sqlite3.Connection, now: dt.datetime) -> list[MonthResult]:
+def _reconcile(cfg: Config, month: str, conn: sqlite3.Connection, now: dt.datetime, track: Callable) -> list[MonthResult]:
     zone = cfg.zone
     first, last = month_bounds(month)
     start, end = utc_bounds(month, zone)
@@ -263,7 +267,7 @@ def _reconcile(cfg: Config, month: str, conn: sqlite3.Connection, now: dt.dateti
     counted_by_entry = {c.entry_id: c.minutes for c in result.counted}
     by_id = {e.entry_id: e for e in entries}
     judged = []
-    for mrn in sorted(mrns):
+    for mrn in track(sorted(mrns), len(mrns), "reconcile"):
         counted, findings = result.for_month(mrn, month)
         if not counted and not findings and not _has_consent(records[mrn], last):
             continue  # nothing happened this month for someone never enrolled by then

@@ -21,6 +21,14 @@ WIDTH = 30
 REDRAW_SECONDS = 0.1
 
 
+Track = "Callable[[Iterable[T], int | None, str], Iterable[T]]"
+
+
+def untracked(iterable: Iterable[T], total: int | None = None, label: str = "") -> Iterable[T]:
+    """No progress output: what stages use unless a command asks for `progress`."""
+    return iterable
+
+
 def progress(
     iterable: Iterable[T],
     total: int | None = None,

@@ -23,6 +23,7 @@ import json
 import re
 import sqlite3
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import audit, logs, rules
@@ -40,6 +41,7 @@ from .exchange_documents import (
     WorkQueue,
     build_workqueue,
 )
+from .progress import untracked
 from .pseudonym import pseudonym, read_key
 from .roster import Staff, load_roster
 from .sftp import envelope, keyring, naming, transport
@@ -176,6 +178,7 @@ def select_work(
     key: bytes,
     send_identifiers: bool,
     time: TimeRules,
+    track: Callable = untracked,
 ) -> Work:
     """Everything the next queue holds, read from the record tables (read-only)."""
     merges = {
@@ -229,7 +232,7 @@ def select_work(
     new_touchpoints = 0
     staff_used: set[str] = set()
     out: list[QueuePatient] = []
-    for mrn in sorted(enrolled, key=lambda m: pseudonym(key, m)):
+    for mrn in track(sorted(enrolled, key=lambda m: pseudonym(key, m)), len(enrolled), "export"):
         patient = patients.get(mrn)
         own_ids = {mrn} | aliases.get(mrn, set())
         countable = 0
@@ -348,7 +351,7 @@ def select_work(
 
 
 def export_queue(
-    cfg: Config, drop: transport.Drop | None = None, now: dt.datetime | None = None
+    cfg: Config, drop: transport.Drop | None = None, now: dt.datetime | None = None, track: Callable = untracked
 ) -> ExportResult:
     """Run the stage once; idempotent (a second run with nothing new sends nothing)."""
     now = now or now_utc()
@@ -359,7 +362,7 @@ def export_queue(
         raise InputError(problem)
     conn = open_store(cfg.store.path)
     try:
-        return _export(cfg, conn, drop or drop_for(cfg.drop, cfg.sftp), now, local_now)
+        return _export(cfg, conn, drop or drop_for(cfg.drop, cfg.sftp), now, local_now, track)
     finally:
         conn.close()
         keyring.stop_agent(cfg.pgp.gnupg_home)
@@ -378,6 +381,7 @@ def _export(
     drop: transport.Drop,
     now: dt.datetime,
     local_now: dt.datetime,
+    track: Callable = untracked,
 ) -> ExportResult:
     pseudonym_key, audit_key = _keys(cfg)
     roster = load_roster(cfg.roster.file)
@@ -397,6 +401,7 @@ def _export(
                     pseudonym_key,
                     cfg.identity.send_identifiers,
                     time_rules(period, cfg.billing.setting_kind),
+                    track,
                 )
                 if work.pending == 0:
                     logs.event(log, "queue.nothing_new", republished=len(republished))
