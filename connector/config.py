@@ -447,17 +447,21 @@ def config_path(given: str | None) -> Path:
     return Path(given or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
 
 
-def load_config(file: Path) -> Config:
-    """Read and validate the whole file; raise InputError listing every problem."""
+def read_toml(file: Path, missing_hint: str = "") -> dict:
+    """A configuration file's TOML; InputError naming the file when it is absent or unreadable."""
     try:
-        raw = tomllib.loads(file.read_text(encoding="utf-8"))
+        return tomllib.loads(file.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise InputError(f"{file}: configuration file not found (run `ccm-connector init DIR` to make one)") from None
+        raise InputError(f"{file}: configuration file not found{missing_hint}") from None
     except tomllib.TOMLDecodeError as e:
         raise InputError(f"{file}: not valid TOML: {e}") from None
     except (OSError, UnicodeDecodeError) as e:
         raise InputError(f"{file}: cannot read configuration: {e}") from None
-    return config_from_dict(raw, file)
+
+
+def load_config(file: Path) -> Config:
+    """Read and validate the whole file; raise InputError listing every problem."""
+    return config_from_dict(read_toml(file, " (run `ccm-connector init DIR` to make one)"), file)
 
 
 def config_from_dict(raw: dict, file: Path) -> Config:
@@ -472,7 +476,7 @@ def config_from_dict(raw: dict, file: Path) -> Config:
         if name not in raw:
             problems.append(f"[{name}]: section is missing")
     sections = {
-        name: _section(name, cls, raw.get(name) if isinstance(raw.get(name), dict) else {}, ctx, problems)
+        name: section_values(name, cls, raw.get(name) if isinstance(raw.get(name), dict) else {}, ctx, problems)
         for name, cls in SECTIONS.items()
     }
     if not problems:
@@ -482,7 +486,7 @@ def config_from_dict(raw: dict, file: Path) -> Config:
     return Config(source=file.resolve(), **sections)
 
 
-def _section(name: str, cls: type, values: dict, ctx: Context, problems: list[str]) -> Any:
+def section_values(name: str, cls: type, values: dict, ctx: Context, problems: list[str]) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in values:
         if key not in fields:

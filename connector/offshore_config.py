@@ -7,7 +7,6 @@ sections (same keys, same rules); [team] and [pgp] are the team's own.
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +14,6 @@ from .config import (
     Context,
     Drop,
     Sftp,
-    _section,
     file_path,
     identifier,
     list_of,
@@ -23,7 +21,9 @@ from .config import (
     optional,
     pgp_fingerprint,
     private_dir,
+    read_toml,
     secret_file,
+    section_values,
     setting,
 )
 from .errors import InputError
@@ -67,14 +67,7 @@ def offshore_config_path(given: str | None) -> Path:
 
 
 def load_offshore_config(file: Path) -> OffshoreConfig:
-    try:
-        raw = tomllib.loads(file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"{file}: offshore configuration file not found") from None
-    except tomllib.TOMLDecodeError as e:
-        raise InputError(f"{file}: not valid TOML: {e}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"{file}: cannot read configuration: {e}") from None
+    raw = read_toml(file, " (the offshore configuration; `ccm-connector init DIR --local` writes one)")
     ctx = Context(base=file.resolve().parent)
     problems: list[str] = []
     for name, value in raw.items():
@@ -86,7 +79,7 @@ def load_offshore_config(file: Path) -> OffshoreConfig:
         if name not in raw:
             problems.append(f"[{name}]: section is missing")
     sections = {
-        name: _section(
+        name: section_values(
             name, cls, raw.get(name) if isinstance(raw.get(name), dict) else {}, ctx, problems
         )
         for name, cls in SECTIONS.items()

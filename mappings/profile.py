@@ -19,19 +19,9 @@ from typing import Any
 
 from ..config import is_valid_npi
 from ..errors import InputError
+from ..facts import CARE_PLAN_ELEMENTS
 
 BUILDERS = ("patient", "stay", "problems", "diagnoses", "services", "document", "merge")
-CARE_PLAN_ELEMENTS = (
-    "problems",
-    "outcomes",
-    "goals",
-    "symptoms",
-    "interventions",
-    "medications",
-    "community_services",
-    "coordination",
-    "review_schedule",
-)
 CONSENT_STATUSES = ("given", "declined", "withdrawn")
 
 
