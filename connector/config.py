@@ -464,21 +464,26 @@ def load_config(file: Path) -> Config:
     return config_from_dict(read_toml(file, " (run `ccm-connector init DIR` to make one)"), file)
 
 
-def config_from_dict(raw: dict, file: Path) -> Config:
+def all_sections(raw: dict, file: Path, known: dict[str, type], required: tuple[str, ...], problems: list[str]) -> dict[str, Any]:
+    """Every known section checked and converted; unknown or missing sections added to problems."""
     ctx = Context(base=file.resolve().parent)
-    problems: list[str] = []
     for name, value in raw.items():
-        if name not in SECTIONS:
-            problems.append(f"[{name}]: unknown section (known: {', '.join(SECTIONS)})")
+        if name not in known:
+            problems.append(f"[{name}]: unknown section (known: {', '.join(known)})")
         elif not isinstance(value, dict):
             problems.append(f"[{name}]: must be a table")
-    for name in REQUIRED_SECTIONS:
+    for name in required:
         if name not in raw:
             problems.append(f"[{name}]: section is missing")
-    sections = {
+    return {
         name: section_values(name, cls, raw.get(name) if isinstance(raw.get(name), dict) else {}, ctx, problems)
-        for name, cls in SECTIONS.items()
+        for name, cls in known.items()
     }
+
+
+def config_from_dict(raw: dict, file: Path) -> Config:
+    problems: list[str] = []
+    sections = all_sections(raw, file, SECTIONS, REQUIRED_SECTIONS, problems)
     if not problems:
         problems.extend(_cross_checks(sections))
     if problems:

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import (
-    Context,
     Drop,
     Sftp,
+    all_sections,
     file_path,
     identifier,
     list_of,
@@ -23,7 +23,6 @@ from .config import (
     private_dir,
     read_toml,
     secret_file,
-    section_values,
     setting,
 )
 from .errors import InputError
@@ -68,22 +67,8 @@ def offshore_config_path(given: str | None) -> Path:
 
 def load_offshore_config(file: Path) -> OffshoreConfig:
     raw = read_toml(file, " (the offshore configuration; `ccm-connector init DIR --local` writes one)")
-    ctx = Context(base=file.resolve().parent)
     problems: list[str] = []
-    for name, value in raw.items():
-        if name not in SECTIONS:
-            problems.append(f"[{name}]: unknown section (known: {', '.join(SECTIONS)})")
-        elif not isinstance(value, dict):
-            problems.append(f"[{name}]: must be a table")
-    for name in REQUIRED:
-        if name not in raw:
-            problems.append(f"[{name}]: section is missing")
-    sections = {
-        name: section_values(
-            name, cls, raw.get(name) if isinstance(raw.get(name), dict) else {}, ctx, problems
-        )
-        for name, cls in SECTIONS.items()
-    }
+    sections = all_sections(raw, file, SECTIONS, REQUIRED, problems)
     if not problems:
         drop, sftp = sections["drop"], sections["sftp"]
         if drop.kind == "local" and drop.local_path is None:

@@ -29,6 +29,7 @@ from dataclasses import dataclass, replace
 from zoneinfo import ZoneInfo
 
 from .exchange_documents import WQ, Change, Draft, Entry, ProposedCode, Return, build_return
+from .facts import CARE_PLAN_ELEMENTS
 from .hl7.reader import escape
 from .roster import COLUMNS as ROSTER_COLUMNS
 from .sftp.documents import WORKQUEUE_NS, check
@@ -39,17 +40,7 @@ PRACTICE_ID = "LOCALDEMO"  # `init --local`'s [practice] id
 BILLING_NPI = "1234567893"  # `init --local`'s [practice] billing_npis
 EHR = ("EHR", "CLINIC")  # MSH-3 / MSH-4 of the simulated EHR
 CONNECTOR = "CCMCONNECTOR"  # [mllp] application
-ELEMENTS = (
-    "problems",
-    "outcomes",
-    "goals",
-    "symptoms",
-    "interventions",
-    "medications",
-    "community_services",
-    "coordination",
-    "review_schedule",
-)
+ELEMENTS = CARE_PLAN_ELEMENTS
 
 
 # --- the practice as data ---------------------------------------------------------------------

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
+import exchange_support as support  # noqa: E402  (tests/support is on sys.path)
 import pytest
 
 from ccm_connector.cli import main as connector_main
@@ -15,19 +14,6 @@ from ccm_connector.offshore_cli import main as offshore_main
 from ccm_connector.offshore_config import load_offshore_config
 from ccm_connector.pseudonym import pseudonym, read_key
 from ccm_connector.store import open_store
-
-
-def _support():
-    if "exchange_support" not in sys.modules:
-        path = Path(__file__).resolve().parents[1] / "exchange_support.py"
-        spec = importlib.util.spec_from_file_location("exchange_support", path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["exchange_support"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["exchange_support"]
-
-
-support = _support()
 
 
 @pytest.fixture

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
+import exchange_support as support  # noqa: E402  (tests/support is on sys.path)
 import pytest
 
 from ccm_connector import audit
@@ -21,18 +20,6 @@ from ccm_connector.queue_export import export_queue, next_threshold, redact
 from ccm_connector.sftp import documents, envelope, transport
 from ccm_connector.store import open_store
 
-
-def _support():
-    if "exchange_support" not in sys.modules:
-        path = Path(__file__).resolve().parents[1] / "exchange_support.py"
-        spec = importlib.util.spec_from_file_location("exchange_support", path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["exchange_support"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["exchange_support"]
-
-
-support = _support()
 NS = {"wq": documents.WORKQUEUE_NS}
 
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import logging
-import sys
 from pathlib import Path
 
+import exchange_support as support  # noqa: E402  (tests/support is on sys.path)
 import pytest
 
 from ccm_connector import audit, logs
@@ -19,19 +18,6 @@ from ccm_connector.pseudonym import pseudonym, read_key
 from ccm_connector.returns_pull import pull_returns
 from ccm_connector.sftp import envelope, keyring
 from ccm_connector.store import open_store
-
-
-def _support():
-    if "exchange_support" not in sys.modules:
-        path = Path(__file__).resolve().parents[1] / "exchange_support.py"
-        spec = importlib.util.spec_from_file_location("exchange_support", path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["exchange_support"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["exchange_support"]
-
-
-support = _support()
 
 
 @pytest.fixture

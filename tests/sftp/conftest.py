@@ -3,29 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
-import importlib.util
 import shutil
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import exchange_support as support  # noqa: E402  (tests/support is on sys.path)
 import pytest
 
 from ccm_connector.sftp import keyring
-
-
-def _support():
-    if "exchange_support" not in sys.modules:
-        path = Path(__file__).resolve().parents[1] / "exchange_support.py"
-        spec = importlib.util.spec_from_file_location("exchange_support", path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["exchange_support"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["exchange_support"]
-
-
-support = _support()
 
 
 @dataclass(frozen=True)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
-import sys
 from pathlib import Path
 
+import exchange_support as support  # noqa: E402  (tests/support is on sys.path)
 from billing_fixtures import NPI, add_patient, add_return, add_touchpoint
 
 from ccm_connector.billing import close_month
@@ -13,8 +13,6 @@ from ccm_connector.config import load_config
 from ccm_connector.month_close import reconcile_month
 from ccm_connector.signoff import signoff_command
 from ccm_connector.store import open_store
-
-support = sys.modules["exchange_support"]
 
 
 def billing_sftp_values(server, folder: Path, fingerprint: str | None = None) -> dict[tuple[str, str], str]:

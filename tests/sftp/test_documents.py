@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
-import sys
 
+import exchange_support as support  # noqa: E402  (tests/support is on sys.path)
 import pytest
 from lxml import etree
 
@@ -12,7 +12,6 @@ from ccm_connector.exchange_documents import parse_return
 from ccm_connector.sftp import documents
 from ccm_connector.sftp.documents import RETURN_NS, DocumentRefused
 
-support = sys.modules["exchange_support"]
 PSEUDONYM = "P" + "A" * 26
 
 

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import sys
-
+import exchange_support as support  # noqa: E402  (tests/support is on sys.path)
 import pytest
 
 from ccm_connector.sftp import envelope
 
-support = sys.modules["exchange_support"]
 DOC = b"<return>plain text that must never survive a refusal</return>\n"
 
 

@@ -6,9 +6,9 @@ partner as the plain gpg command line, the doctor's endpoint check and a changed
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
+import exchange_support as support  # noqa: E402  (tests/support is on sys.path)
 import pytest
 
 from ccm_connector import doctor
@@ -17,8 +17,6 @@ from ccm_connector.config import load_config
 from ccm_connector.offshore_cli import main as offshore_main
 from ccm_connector.pseudonym import pseudonym, read_key
 from ccm_connector.store import open_store
-
-support = sys.modules["exchange_support"]
 
 
 @pytest.fixture

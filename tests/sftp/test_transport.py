@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import socket
-import sys
 import time
 from pathlib import Path
 
+import exchange_support as support  # noqa: E402  (tests/support is on sys.path)
 import paramiko
 import pytest
 
 from ccm_connector.sftp import naming, transport
-
-support = sys.modules["exchange_support"]
 
 
 def endpoint(sshd, **overrides) -> transport.SftpEndpoint:
