@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from . import audit, doctor, logs
-from .config import Config, config_path, load_config
+from .config import CONFIG_ENV, Config, config_path, load_config
 from .errors import InputError, OperationalError
 from .instance import init_instance, init_local_instance
 from .progress import progress
@@ -105,8 +107,17 @@ def cmd_mapping_check(args: argparse.Namespace) -> int:
     from . import intake
     from .mappings.profile import load_profile
 
-    cfg = configured(args)
-    profile = load_profile(args.profile or cfg.intake.profile, cfg.intake.profile_dir)
+    # It writes nothing, so it also runs where no instance exists yet (an interface analyst's
+    # laptop): then the shipped profiles and UTC for timestamps that carry no offset.
+    path = config_path(args.config)
+    if path.exists() or args.config or os.environ.get(CONFIG_ENV):
+        cfg = configured(args)
+        profile = load_profile(args.profile or cfg.intake.profile, cfg.intake.profile_dir)
+        zone = cfg.zone
+    else:
+        profile = load_profile(args.profile or "generic-2.5.1")
+        zone = ZoneInfo("UTC")
+        print(f"{PROG}: no configuration at {path}; using profile {profile.name} and UTC for times without an offset", file=sys.stderr)
 
     def emit(line: dict) -> None:
         if args.json:
@@ -116,7 +127,7 @@ def cmd_mapping_check(args: argparse.Namespace) -> int:
             detail = f": {line['reason']}" if line["reason"] else ""
             print(f"{line['file']}#{line['index']} {line['control_id'] or '-'} {line['type'] or '-'} {line['action']}{detail}" + (f" [{kinds}]" if kinds else ""))
 
-    ok = intake.mapping_check([Path(f) for f in args.files], profile, cfg.zone, emit, lambda text: print(f"{PROG}: {text}", file=sys.stderr))
+    ok = intake.mapping_check([Path(f) for f in args.files], profile, zone, emit, lambda text: print(f"{PROG}: {text}", file=sys.stderr))
     return 0 if ok else 2
 
 

@@ -214,3 +214,20 @@ def test_field_references() -> None:
     assert parse_ref("PID-3") == FieldRef("PID", 3)
     assert parse_ref("PV1-7.9.1") == FieldRef("PV1", 7, 9, 1)
     assert str(parse_ref("FT1-25.1")) == "FT1-25.1"
+
+
+def test_mapping_check_runs_without_an_instance(tmp_path) -> None:
+    """An interface analyst can check messages before any instance exists (shipped profiles, UTC)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    fixture = Path(__file__).resolve().parents[1] / "fixtures" / "hl7" / "adt_a04_lf.hl7"
+    cli = Path(sys.executable).parent / "ccm-connector"
+    env = {k: v for k, v in os.environ.items() if k != "CCM_CONNECTOR_CONFIG"}
+    out = subprocess.run([str(cli), "mapping", "check", str(fixture), "--json"], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert '"action": "mapped"' in out.stdout and "no configuration" in out.stderr
+    bad = subprocess.run([str(cli), "mapping", "check", str(fixture), "--profile", "no-such-profile", "--json"], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60)
+    assert bad.returncode == 2
