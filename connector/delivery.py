@@ -27,7 +27,12 @@ log = logs.get_logger("delivery")
 FILE_KINDS = ("csv", "package")  # files, never MLLP messages
 BACKOFF_SECONDS = (1, 2, 5, 10, 30)
 _SFTP_DROP = Drop(kind="sftp")
-PENDING = "SELECT * FROM outbound WHERE status = 'pending' AND kind IN (SELECT value FROM json_each(?)) ORDER BY id"
+BATCH = 200  # rows read (payloads included) and marked per transaction
+PENDING_AFTER = (
+    "SELECT * FROM outbound WHERE status = 'pending' AND kind IN (SELECT value FROM json_each(?))"
+    " AND id > ? ORDER BY id LIMIT ?"
+)
+COUNT_PENDING = "SELECT count(*) FROM outbound WHERE status = 'pending' AND kind IN (SELECT value FROM json_each(?))"
 
 
 def file_name(row: sqlite3.Row) -> str:
@@ -56,13 +61,15 @@ def write_atomically(folder: Path, name: str, data: bytes) -> Path:
     return target
 
 
-def _mark(conn: sqlite3.Connection, row_id: int, sent: bool, error: str | None) -> None:
+def _mark(conn: sqlite3.Connection, outcomes: list[tuple[int, str | None]]) -> None:
+    """Record delivery outcomes (row id, None = delivered, else the reason) in one transaction."""
+    now = dt.datetime.now(dt.UTC).isoformat()
     with transaction(conn):
-        if sent:
-            conn.execute("UPDATE outbound SET status = 'sent', sent_at = ?, attempts = attempts + 1, last_error = NULL WHERE id = ?",
-                         (dt.datetime.now(dt.UTC).isoformat(), row_id))
-        else:
-            conn.execute("UPDATE outbound SET attempts = attempts + 1, last_error = ? WHERE id = ?", (error, row_id))
+        for row_id, error in outcomes:
+            if error is None:
+                conn.execute("UPDATE outbound SET status = 'sent', sent_at = ?, attempts = attempts + 1, last_error = NULL WHERE id = ?", (now, row_id))
+            else:
+                conn.execute("UPDATE outbound SET attempts = attempts + 1, last_error = ? WHERE id = ?", (error, row_id))
 
 
 async def _send_mllp(host: str, port: int, items: list[sqlite3.Row], timeout: float) -> dict[int, str | None]:
@@ -97,51 +104,57 @@ def deliver_pending(
     retries: int,
     cfg: Config | None = None,
 ) -> int:
-    """Deliver every pending item of these kinds; return how many were marked sent."""
-    kinds_json = (json.dumps(list(kinds)),)
+    """Deliver every pending item of these kinds, a batch at a time; return how many were sent."""
+    kinds_json = json.dumps(list(kinds))
     sent = 0
     for attempt in range(retries + 1):
-        rows = conn.execute(PENDING, kinds_json).fetchall()
-        if not rows:
+        last = 0
+        while rows := conn.execute(PENDING_AFTER, (kinds_json, last, BATCH)).fetchall():
+            last = rows[-1]["id"]
+            sent += _deliver_batch(conn, rows, mode, folder, host, port, timeout, cfg)
+        pending = conn.execute(COUNT_PENDING, (kinds_json,)).fetchone()[0]
+        if not pending:
             break
-        # MLLP carries HL7 only: CSV files and packages go to the folder then.
-        files = [r for r in rows if mode == "folder" or (mode == "mllp" and r["kind"] in FILE_KINDS)]
-        for row in files:
-            write_atomically(folder, file_name(row), bytes(row["payload"]))
-            _mark(conn, row["id"], True, None)
-            sent += 1
-        wire = [r for r in rows if r not in files]
-        if wire and mode == "mllp":
-            if host is None:
-                raise ValueError("MLLP delivery without a host")
-            for row_id, error in asyncio.run(_send_mllp(host, port, wire, timeout)).items():
-                _mark(conn, row_id, error is None, error)
-                sent += error is None
-        elif wire and mode == "sftp":
-            sent += _deliver_sftp(conn, wire, cfg)
-        if attempt < retries and conn.execute(PENDING, kinds_json).fetchone():
+        if attempt < retries:
             time.sleep(BACKOFF_SECONDS[min(attempt, len(BACKOFF_SECONDS) - 1)])
-    failed = len(conn.execute(PENDING, kinds_json).fetchall())
-    if failed:
-        logs.event(log, "delivery.pending", level=30, kinds=",".join(kinds), pending=failed, mode=mode)
+    else:
+        logs.event(log, "delivery.pending", level=30, kinds=",".join(kinds), pending=pending, mode=mode)
     return sent
 
 
-def _deliver_sftp(conn: sqlite3.Connection, rows: list[sqlite3.Row], cfg: Config | None) -> int:
+def _deliver_batch(
+    conn: sqlite3.Connection, rows: list[sqlite3.Row], mode: str, folder: Path, host: str | None, port: int, timeout: float, cfg: Config | None
+) -> int:
+    # MLLP carries HL7 only: CSV files and packages go to the folder then.
+    files = [r for r in rows if mode == "folder" or (mode == "mllp" and r["kind"] in FILE_KINDS)]
+    for row in files:
+        write_atomically(folder, file_name(row), bytes(row["payload"]))
+    # A crash before this mark re-delivers the same bytes under the same name: idempotent.
+    outcomes: list[tuple[int, str | None]] = [(row["id"], None) for row in files]
+    wire = [r for r in rows if r not in files]
+    if wire and mode == "mllp":
+        if host is None:
+            raise ValueError("MLLP delivery without a host")
+        outcomes += list(asyncio.run(_send_mllp(host, port, wire, timeout)).items())
+    elif wire and mode == "sftp":
+        outcomes += _deliver_sftp(wire, cfg)
+    _mark(conn, outcomes)
+    return sum(error is None for _, error in outcomes)
+
+
+def _deliver_sftp(rows: list[sqlite3.Row], cfg: Config | None) -> list[tuple[int, str | None]]:
     """Publish to the billing system's SFTP server (temporary name, then rename; host key pinned)."""
     from .exchange import drop_for
     from .sftp import transport
 
     if cfg is None:
         raise ValueError("SFTP delivery needs the configuration")
-    sent = 0
+    outcomes: list[tuple[int, str | None]] = []
     try:
         with drop_for(_SFTP_DROP, cfg.billing_sftp) as drop:
             for row in rows:
                 drop.publish(cfg.billing_sftp.folder, file_name(row), bytes(row["payload"]))
-                _mark(conn, row["id"], True, None)
-                sent += 1
+                outcomes.append((row["id"], None))
     except transport.TransportError as e:
-        for row in rows[sent:]:
-            _mark(conn, row["id"], False, f"SFTP: {type(e).__name__}")
-    return sent
+        outcomes += [(row["id"], f"SFTP: {type(e).__name__}") for row in rows[len(outcomes):]]
+    return outcomes
