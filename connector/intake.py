@@ -425,10 +425,8 @@ def _d(value: dt.date | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def _same_patient(
-    conn: sqlite3.Connection, table: str, key: str, value: str, mrn: str, what: str
-) -> None:
-    row = conn.execute(f"SELECT mrn FROM {table} WHERE {key} = ?", (value,)).fetchone()  # noqa: S608 (table/key are ours)
+def _same_patient(conn: sqlite3.Connection, table: str, value: str, mrn: str, what: str) -> None:
+    row = conn.execute(_DOCUMENT_OWNER[table], (value,)).fetchone()
     if row is not None and survivor(conn, row[0]) != mrn:
         raise RecordConflict(
             f"TXA-12: this {what} document id is already recorded for another patient"
@@ -505,7 +503,7 @@ def store_records(
             _store_stay(conn, rec, mrn, message_id)
         elif isinstance(rec, Consent):
             if rec.document_id:
-                _same_patient(conn, "consent", "document_id", rec.document_id, mrn, "consent")
+                _same_patient(conn, "consent", rec.document_id, mrn, "consent")
             conn.execute(
                 "INSERT INTO consent (mrn, program, date, practitioner_npi, status, document_id, message_id) VALUES (?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (document_id) DO UPDATE SET mrn = excluded.mrn, program = excluded.program, date = excluded.date,"
@@ -521,7 +519,7 @@ def store_records(
                 ),
             )
         elif isinstance(rec, Touchpoint):
-            _same_patient(conn, "touchpoint", "id", rec.id, mrn, "touchpoint")
+            _same_patient(conn, "touchpoint", rec.id, mrn, "touchpoint")
             conn.execute(
                 "INSERT INTO touchpoint (id, mrn, staff_id, start_utc, start_offset, minutes, activity, summary, message_id)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -541,7 +539,7 @@ def store_records(
                 ),
             )
         elif isinstance(rec, CarePlan):
-            _same_patient(conn, "care_plan", "document_id", rec.document_id, mrn, "care plan")
+            _same_patient(conn, "care_plan", rec.document_id, mrn, "care plan")
             conn.execute(
                 "INSERT INTO care_plan (document_id, mrn, date, elements, shared_on, reviewed_on, message_id) VALUES (?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (document_id) DO UPDATE SET mrn = excluded.mrn, date = excluded.date, elements = excluded.elements,"
@@ -584,7 +582,25 @@ def _store_stay(conn: sqlite3.Connection, rec: Stay, mrn: str, message_id: int) 
     )
 
 
-_MOVABLE = ("problem", "service", "stay")  # tables with a uniqueness that includes mrn
+# Statements that move a retired MRN's records to its survivor, written out per table (no SQL is
+# assembled at run time). Tables whose uniqueness includes the MRN keep the survivor's row when
+# both have one; the others are keyed by document id.
+_MOVE_KEEPING_SURVIVOR = (
+    ("UPDATE OR IGNORE problem SET mrn = ? WHERE mrn = ?", "DELETE FROM problem WHERE mrn = ?"),
+    ("UPDATE OR IGNORE service SET mrn = ? WHERE mrn = ?", "DELETE FROM service WHERE mrn = ?"),
+    ("UPDATE OR IGNORE stay SET mrn = ? WHERE mrn = ?", "DELETE FROM stay WHERE mrn = ?"),
+)
+_MOVE = (
+    "UPDATE consent SET mrn = ? WHERE mrn = ?",
+    "UPDATE touchpoint SET mrn = ? WHERE mrn = ?",
+    "UPDATE care_plan SET mrn = ? WHERE mrn = ?",
+)
+# The patient a document id is recorded for, per document table.
+_DOCUMENT_OWNER = {
+    "consent": "SELECT mrn FROM consent WHERE document_id = ?",
+    "touchpoint": "SELECT mrn FROM touchpoint WHERE id = ?",
+    "care_plan": "SELECT mrn FROM care_plan WHERE document_id = ?",
+}
 
 
 def _store_merge(conn: sqlite3.Connection, rec: Merge, message_id: int) -> None:
@@ -610,11 +626,11 @@ def _store_merge(conn: sqlite3.Connection, rec: Merge, message_id: int) -> None:
         conn.execute("DELETE FROM patient WHERE mrn = ?", (retired,))
     else:
         conn.execute("UPDATE patient SET mrn = ? WHERE mrn = ?", (target, retired))
-    for table in _MOVABLE:
-        conn.execute(f"UPDATE OR IGNORE {table} SET mrn = ? WHERE mrn = ?", (target, retired))  # noqa: S608
-        conn.execute(f"DELETE FROM {table} WHERE mrn = ?", (retired,))  # noqa: S608 (duplicates of the survivor's)
-    for table in ("consent", "touchpoint", "care_plan"):
-        conn.execute(f"UPDATE {table} SET mrn = ? WHERE mrn = ?", (target, retired))  # noqa: S608
+    for move, drop_duplicates in _MOVE_KEEPING_SURVIVOR:
+        conn.execute(move, (target, retired))
+        conn.execute(drop_duplicates, (retired,))
+    for move in _MOVE:
+        conn.execute(move, (target, retired))
 
 
 # --- files and the inbox ---------------------------------------------------------------------------
