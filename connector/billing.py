@@ -229,6 +229,7 @@ def void(cfg: Config, conn: sqlite3.Connection, mrn: str, month: str, now: dt.da
 
 def deliver_billing(cfg: Config, conn: sqlite3.Connection) -> int:
     b = cfg.billing
-    sent = deliver_pending(conn, ("charges", "reversal", "csv"), b.delivery, b.output_dir, b.mllp_host, b.mllp_port, b.ack_timeout_seconds, b.retries, cfg)
+    key = audit.read_key(cfg.audit.key_file)
+    sent = deliver_pending(conn, ("charges", "reversal", "csv"), b.delivery, b.output_dir, b.mllp_host, b.mllp_port, b.ack_timeout_seconds, b.retries, cfg, key)
     # Documentation packages always go to the billing folder (for the billing staff and audits).
-    return sent + deliver_pending(conn, ("package",), "folder", b.output_dir / "packages", None, 0, b.ack_timeout_seconds, 0, cfg)
+    return sent + deliver_pending(conn, ("package",), "folder", b.output_dir / "packages", None, 0, b.ack_timeout_seconds, 0, cfg, key)

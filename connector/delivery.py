@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
 import json
 import os
 import sqlite3
 import time
 from pathlib import Path
 
-from . import logs
+from . import audit, logs
 from .config import Config, Drop
 from .hl7.ack import read_ack
 from .hl7.mllp import Client, ClientError
@@ -61,13 +62,19 @@ def write_atomically(folder: Path, name: str, data: bytes) -> Path:
     return target
 
 
-def _mark(conn: sqlite3.Connection, outcomes: list[tuple[int, str | None]]) -> None:
-    """Record delivery outcomes (row id, None = delivered, else the reason) in one transaction."""
-    now = dt.datetime.now(dt.UTC).isoformat()
+def _mark(conn: sqlite3.Connection, rows: list[sqlite3.Row], outcomes: list[tuple[int, str | None]], mode: str, audit_key: bytes | None) -> None:
+    """Record delivery outcomes (row id, None = delivered, else the reason) in one transaction,
+    with an audit event for every item that left (its content hash, never its content)."""
+    now = dt.datetime.now(dt.UTC)
+    by_id = {row["id"]: row for row in rows}
     with transaction(conn):
         for row_id, error in outcomes:
             if error is None:
-                conn.execute("UPDATE outbound SET status = 'sent', sent_at = ?, attempts = attempts + 1, last_error = NULL WHERE id = ?", (now, row_id))
+                conn.execute("UPDATE outbound SET status = 'sent', sent_at = ?, attempts = attempts + 1, last_error = NULL WHERE id = ?", (now.isoformat(), row_id))
+                row = by_id[row_id]
+                if audit_key is not None:
+                    audit.record(conn, audit_key, "file.delivered", f"outbound:{row_id}", at=now, item=row["kind"], destination=mode,
+                                 name=file_name(row), sha256=hashlib.sha256(bytes(row["payload"])).hexdigest())
             else:
                 conn.execute("UPDATE outbound SET attempts = attempts + 1, last_error = ? WHERE id = ?", (error, row_id))
 
@@ -103,6 +110,7 @@ def deliver_pending(
     timeout: float,
     retries: int,
     cfg: Config | None = None,
+    audit_key: bytes | None = None,
 ) -> int:
     """Deliver every pending item of these kinds, a batch at a time; return how many were sent."""
     kinds_json = json.dumps(list(kinds))
@@ -111,7 +119,7 @@ def deliver_pending(
         last = 0
         while rows := conn.execute(PENDING_AFTER, (kinds_json, last, BATCH)).fetchall():
             last = rows[-1]["id"]
-            sent += _deliver_batch(conn, rows, mode, folder, host, port, timeout, cfg)
+            sent += _deliver_batch(conn, rows, mode, folder, host, port, timeout, cfg, audit_key)
         pending = conn.execute(COUNT_PENDING, (kinds_json,)).fetchone()[0]
         if not pending:
             break
@@ -123,7 +131,8 @@ def deliver_pending(
 
 
 def _deliver_batch(
-    conn: sqlite3.Connection, rows: list[sqlite3.Row], mode: str, folder: Path, host: str | None, port: int, timeout: float, cfg: Config | None
+    conn: sqlite3.Connection, rows: list[sqlite3.Row], mode: str, folder: Path, host: str | None, port: int, timeout: float, cfg: Config | None,
+    audit_key: bytes | None,
 ) -> int:
     # MLLP carries HL7 only: CSV files and packages go to the folder then.
     files = [r for r in rows if mode == "folder" or (mode == "mllp" and r["kind"] in FILE_KINDS)]
@@ -138,7 +147,7 @@ def _deliver_batch(
         outcomes += list(asyncio.run(_send_mllp(host, port, wire, timeout)).items())
     elif wire and mode == "sftp":
         outcomes += _deliver_sftp(wire, cfg)
-    _mark(conn, outcomes)
+    _mark(conn, rows, outcomes, mode, audit_key)
     return sum(error is None for _, error in outcomes)
 
 

@@ -207,7 +207,8 @@ def deliver_to_ehr(cfg: Config, conn: sqlite3.Connection) -> int:
     from .delivery import deliver_pending
 
     folder = cfg.signoff.folder or (cfg.store.data_dir / "outbox" / "ehr")
-    return deliver_pending(conn, ("review_packet", "care_plan"), cfg.signoff.delivery, folder, cfg.signoff.ehr_mllp_host, cfg.signoff.ehr_mllp_port, 30, 3)
+    return deliver_pending(conn, ("review_packet", "care_plan"), cfg.signoff.delivery, folder, cfg.signoff.ehr_mllp_host, cfg.signoff.ehr_mllp_port,
+                           30, 3, cfg, audit.read_key(cfg.audit.key_file))
 
 
 def record_plan_shared(cfg: Config, conn: sqlite3.Connection, mrn: str, shared_on: str) -> str:

@@ -124,6 +124,12 @@ def test_close_month_releases_once_with_valid_hl7_csv_and_package(setup) -> None
     assert schema().validate(doc)
     html = (billing / "packages" / xml_file.name.replace(".xml", ".html")).read_text()
     assert "CCM documentation package" in html and "TP1" in html and "Signed by NPI 1234567893" in html
+    # Every file that left is in the audit chain with its content hash.
+    import hashlib
+
+    delivered = {json.loads(r[0])["name"]: json.loads(r[0])["sha256"] for r in conn.execute("SELECT detail FROM audit_event WHERE kind = 'file.delivered'")}
+    assert delivered[dft.name] == hashlib.sha256(dft.read_bytes()).hexdigest()
+    assert csv_file.name in delivered and xml_file.name in delivered
 
 
 def test_void_sends_a_reversal_and_reopens_the_month(setup) -> None:
