@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import audit, logs
+from .batches import gc_paused
 from .config import Config
 from .delivery import deliver_pending
 from .documentation import package_html, package_xml
@@ -141,7 +142,7 @@ def close_month(cfg: Config, conn: sqlite3.Connection, month: str, now: dt.datet
     receiver = Party(cfg.billing.receiving_application, cfg.billing.receiving_facility)
     key = audit.read_key(cfg.audit.key_file)
     released: list[tuple[PatientId, str, list[ChargeLine], dict]] = []
-    with transaction(conn):
+    with gc_paused(), transaction(conn):
         rows = releasable(conn, month)
         for row in track(rows, len(rows), "close-month"):
             released.append(_release(cfg, conn, key, row, dialect, sender, receiver, now))

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import audit, logs
+from .batches import gc_paused
 from .config import Config
 from .errors import InputError
 from .facts import facts_from_json
@@ -242,7 +243,8 @@ def reconcile_month(
     own = conn is None
     conn = conn or open_store(cfg.store.path)
     try:
-        return _reconcile(cfg, month, conn, at or dt.datetime.now(dt.UTC), track)
+        with gc_paused():
+            return _reconcile(cfg, month, conn, at or dt.datetime.now(dt.UTC), track)
     finally:
         if own:
             conn.close()
