@@ -79,16 +79,19 @@ def _date(value: str | None) -> dt.date | None:
 
 
 def load_touchpoints(conn: sqlite3.Connection, start: dt.datetime, end: dt.datetime) -> dict[str, Touchpoint]:
-    rows = conn.execute(
+    """The practice's touchpoints around the month (see WINDOW), by id."""
+    cur = conn.cursor()
+    cur.row_factory = None  # plain tuples: this reads every touchpoint of the month
+    rows = cur.execute(
         "SELECT id, mrn, staff_id, start_utc, start_offset, minutes, activity, summary FROM touchpoint"
         " WHERE start_utc >= ? AND start_utc < ?",
         ((start - WINDOW).isoformat(), (end + WINDOW).isoformat()),
     )
     out = {}
-    for r in rows:
-        when = dt.datetime.fromisoformat(r["start_utc"])
+    for tp_id, mrn, staff, start_utc, offset, minutes, activity, summary in rows:
+        when = dt.datetime.fromisoformat(start_utc)
         when = when if when.tzinfo else when.replace(tzinfo=dt.UTC)
-        out[r["id"]] = Touchpoint(r["id"], r["mrn"], r["staff_id"], Instant(when, r["start_offset"]), r["minutes"], r["activity"], r["summary"])
+        out[tp_id] = Touchpoint(tp_id, mrn, staff, Instant(when, offset), minutes, activity, summary)
     return out
 
 
