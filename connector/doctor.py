@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import audit, exchange
-from .config import Config
+from .config import Config, Drop
 from .errors import InputError, OperationalError
 from .roster import load_roster
 from .sftp import keyring, transport
@@ -161,6 +161,24 @@ def check_profiles(cfg: Config) -> list[Item]:
     return items
 
 
+def check_billing_sftp(cfg: Config) -> list[Item]:
+    """When charges go to the billing system's SFTP server: pinned host key, login, folder."""
+    if cfg.billing.delivery != "sftp":
+        return []
+    b = cfg.billing_sftp
+    where = f"{b.host}:{b.port}"
+    try:
+        with exchange.drop_for(Drop(kind="sftp"), b) as drop:
+            present = drop.exists(b.folder)
+    except transport.HostKeyRefused as e:
+        return [Item("fail", "billing SFTP host key", str(e))]
+    except (transport.TransportError, InputError) as e:
+        return [Item("fail", "billing SFTP", f"{where}: {e}")]
+    if not present:
+        return [Item("fail", "billing SFTP", f"{where}: folder {b.folder} is missing")]
+    return [Item("ok", "billing SFTP", f"{where} host key pinned, login and folder {b.folder} ok")]
+
+
 CHECKS: tuple[Callable[[Config], list[Item]], ...] = (
     check_store,
     check_secrets,
@@ -169,6 +187,7 @@ CHECKS: tuple[Callable[[Config], list[Item]], ...] = (
     check_gpg,
     check_partner,
     check_drop,
+    check_billing_sftp,
 )
 
 

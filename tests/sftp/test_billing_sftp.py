@@ -54,3 +54,14 @@ def test_a_changed_host_key_sends_nothing_and_keeps_it_pending(local_instance: P
     pending = conn.execute("SELECT kind, last_error FROM outbound WHERE status = 'pending' ORDER BY id").fetchall()
     assert {k for k, _ in pending} == {"charges", "csv"}
     assert all(err.startswith("SFTP:") for _, err in pending)
+
+
+def test_doctor_checks_the_billing_sftp_endpoint(local_instance: Path, sshd, remote_root: Path) -> None:
+    from ccm_connector.doctor import check_billing_sftp
+
+    support.set_values(local_instance / "connector.toml", billing_sftp_values(sshd, remote_root))
+    [ok] = check_billing_sftp(load_config(local_instance / "connector.toml"))
+    assert ok.status == "ok" and "host key pinned" in ok.detail
+    support.set_values(local_instance / "connector.toml", billing_sftp_values(sshd, remote_root, "SHA256:" + "B" * 43))
+    [bad] = check_billing_sftp(load_config(local_instance / "connector.toml"))
+    assert bad.status == "fail" and bad.what == "billing SFTP host key"
