@@ -86,7 +86,8 @@ def core_rate(cfg, conn, month: str) -> float:
     entries, _ = mc.load_entries(conn, first, last, reverse_map(read_key(cfg.identity.pseudonym_key_file), known))
     mrns = mc.patients_in_scope(conn, last, touchpoints, entries)
     records = mc.load_patient_records(conn, mrns)
-    rule_set, policy = rule_set_for(month), Policy()
+    rule_set = rule_set_for(month)
+    policy = Policy(visit_codes=rule_set.initiating_visit_codes)
     t0 = time.perf_counter()
     result = reconcile(entries, touchpoints, roster, cfg.zone)
     for mrn in mrns:

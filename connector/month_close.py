@@ -267,8 +267,9 @@ def _reconcile(cfg: Config, month: str, conn: sqlite3.Connection, now: dt.dateti
     records = load_patient_records(conn, mrns)
     proposals = proposed_codes(conn, month, pseudonyms)
     drafts = drafts_for_month(conn, month, pseudonyms)
-    policy = Policy(cfg.billing.practitioner_time, cfg.billing.date_of_service, cfg.billing.setting_kind, (cfg.practice.billing_npis or (None,))[0])
     rule_set = rule_set_for(month)
+    policy = Policy(cfg.billing.practitioner_time, cfg.billing.date_of_service, cfg.billing.setting_kind,
+                    (cfg.practice.billing_npis or (None,))[0], visit_codes=rule_set.initiating_visit_codes)
     counted_by_entry = {c.entry_id: c.minutes for c in result.counted}
     by_id = {e.entry_id: e for e in entries}
     judged = []

@@ -16,11 +16,10 @@ from .reconcile import CountedTime
 from .records import CarePlan, Consent, Patient, Problem, Service, Stay
 from .roster import Staff
 
-# Face-to-face visits that show the billing practitioner has seen the patient (cms-rules §3.2):
-# office E/M (new and established), AWV, IPPE, TCM. 99211 is a visit but not a qualifying one;
-# it is offered to the engine as an initiating-visit candidate so the engine can say why not.
-VISIT_CODE_RANGES = (("99202", "99205"), ("99211", "99215"), ("99495", "99496"))
-VISIT_CODES = frozenset({"G0402", "G0438", "G0439"})
+# The qualifying face-to-face visits are the rule year's `initiating_visit_codes` (rule data).
+# 99211 is a face-to-face visit that never qualifies; it is still offered to the engine as an
+# initiating-visit candidate so that the engine says why the month cannot bill.
+NON_QUALIFYING_VISIT = "99211"
 # G0506 (extensive CCM assessment) is billed with the initiating visit: CCM was discussed.
 CCM_PLANNING_ADDON = "G0506"
 # ICD-10-CM chapters that are not chronic conditions: symptoms (R), injuries and external
@@ -48,6 +47,7 @@ class Policy:
     date_of_service: str = "month_end"
     setting: str = "physician"
     default_billing_npi: str | None = None
+    visit_codes: frozenset = frozenset()  # the rule year's qualifying initiating-visit codes
     complex_mdm: bool = False
     extra: dict = field(default_factory=dict)
 
@@ -57,8 +57,8 @@ def month_bounds(month: str) -> tuple[dt.date, dt.date]:
     return dt.date(year, mon, 1), dt.date(year, mon, calendar.monthrange(year, mon)[1])
 
 
-def is_visit(code: str) -> bool:
-    return code in VISIT_CODES or any(lo <= code <= hi and len(code) == 5 and code.isdigit() for lo, hi in VISIT_CODE_RANGES)
+def is_visit(code: str, qualifying: frozenset) -> bool:
+    return code in qualifying or code == NON_QUALIFYING_VISIT
 
 
 def consent_in_force(consents: Iterable[Consent], month: str) -> Consent | None:
@@ -86,27 +86,27 @@ def chronic_conditions(problems: Iterable[Problem]) -> list[str]:
     return sorted(codes)
 
 
-def visits(services: Iterable[Service]) -> list[Service]:
-    return sorted((s for s in services if any(is_visit(c) for c in s.codes)), key=lambda s: s.date)
+def visits(services: Iterable[Service], qualifying: frozenset) -> list[Service]:
+    return sorted((s for s in services if any(is_visit(c, qualifying) for c in s.codes)), key=lambda s: s.date)
 
 
-def last_visit_before(services: Iterable[Service], day: dt.date, npi: str) -> dt.date | None:
+def last_visit_before(services: Iterable[Service], day: dt.date, npi: str, qualifying: frozenset) -> dt.date | None:
     """The billing practitioner's last qualifying face-to-face visit on or before `day`."""
-    dates = [s.date for s in visits(services) if s.practitioner_npi == npi and s.date <= day and any(is_visit(c) and c != "99211" for c in s.codes)]
+    dates = [s.date for s in services if s.practitioner_npi == npi and s.date <= day and any(c in qualifying for c in s.codes)]
     return max(dates) if dates else None
 
 
-def initiating_visit(services: tuple[Service, ...], consent: Consent, npi: str) -> dict | None:
+def initiating_visit(services: tuple[Service, ...], consent: Consent, npi: str, qualifying: frozenset) -> dict | None:
     """The visit that started care management: the latest visit on or before consent, the
     billing practitioner's first. CCM counts as discussed when consent was documented that day
     or G0506 was billed with the visit (the records hold nothing more specific)."""
-    candidates = [s for s in visits(services) if s.date <= consent.date]
+    candidates = [s for s in visits(services, qualifying) if s.date <= consent.date]
     if not candidates:
         return None
     own = [s for s in candidates if s.practitioner_npi == npi]
     visit = (own or candidates)[-1]
     same_day_codes = {c for s in services if s.date == visit.date for c in s.codes}
-    code = next((c for c in visit.codes if is_visit(c) and c != "99211"), next(c for c in visit.codes if is_visit(c)))
+    code = next((c for c in visit.codes if c in qualifying), NON_QUALIFYING_VISIT)
     return {
         "date": visit.date.isoformat(),
         "code": code,
@@ -177,7 +177,7 @@ def month_facts(
             "id": mrn,
             "chronic_conditions": chronic_conditions(records.problems),
             "qmb": False,  # QMB status is not in the EHR feed; G0558 is never assumed
-            "last_visit_before_consent": _iso(last_visit_before(records.services, consent.date, npi)) if consent else None,
+            "last_visit_before_consent": _iso(last_visit_before(records.services, consent.date, npi, policy.visit_codes)) if consent else None,
             "died_on": _iso(records.died_on),
         },
         "month": month,
@@ -186,7 +186,7 @@ def month_facts(
         "billing_practitioner": npi,
         "complex_mdm": policy.complex_mdm,
         "consent": {"date": consent.date.isoformat(), "practitioner": consent.practitioner_npi or ""} if consent else None,
-        "initiating_visit": initiating_visit(records.services, consent, npi) if consent else None,
+        "initiating_visit": initiating_visit(records.services, consent, npi, policy.visit_codes) if consent else None,
         "care_plan": care_plan_in_force(records.care_plans, month),
         "staff": {sid: staff_entry(roster[sid]) for sid in staff_ids if sid in roster},
         "time": [{"id": c.entry_id, "date": c.date.isoformat(), "minutes": c.minutes, "staff": c.staff_id, "counted_for": None} for c in time],

@@ -18,8 +18,10 @@ from ccm_connector.month_facts import (
 from ccm_connector.reconcile import CountedTime
 from ccm_connector.records import CarePlan, Consent, Problem, Service, Stay
 from ccm_connector.roster import Staff
+from ccm_connector.rules import rule_set_for
 
 NPI = "1234567893"
+VISITS = rule_set_for("2026-11").initiating_visit_codes
 D = dt.date.fromisoformat
 
 
@@ -56,10 +58,10 @@ def test_initiating_visit_prefers_the_billing_practitioner_and_knows_if_ccm_was_
         Service("P1", D("2025-12-01"), ("99213",), "1987654328"),
         Service("P1", D("2026-01-05"), ("99214", "G0506"), NPI),
     )
-    visit = initiating_visit(services, consent("2026-01-05"), NPI)
+    visit = initiating_visit(services, consent("2026-01-05"), NPI, VISITS)
     assert visit == {"date": "2026-01-05", "code": "99214", "practitioner": NPI, "ccm_discussed": True}
     only_211 = (Service("P1", D("2026-01-02"), ("99211",), NPI),)
-    assert initiating_visit(only_211, consent("2026-01-05"), NPI)["code"] == "99211"
+    assert initiating_visit(only_211, consent("2026-01-05"), NPI, VISITS)["code"] == "99211"
 
 
 def test_care_plan_and_stays_are_clipped_to_the_month() -> None:
@@ -80,7 +82,7 @@ def test_month_facts_are_valid_rules_input() -> None:
     )
     roster = {"RN7": Staff("RN7", "", "RN", "clinical", "US", NPI, None, False, False)}
     counted = [CountedTime("E1", "P1", D("2026-11-03"), "RN7", 25, ("TP1",))]
-    facts = month_facts("P1", "2026-11", records, counted, roster, Policy())
+    facts = month_facts("P1", "2026-11", records, counted, roster, Policy(visit_codes=VISITS))
     parsed = facts_from_json(facts)
     assert parsed.billing_practitioner == NPI
     assert facts["time"] == [{"id": "E1", "date": "2026-11-03", "minutes": 25, "staff": "RN7", "counted_for": None}]
