@@ -461,13 +461,14 @@ def store_records(
         mrn = survivors.get(rec.mrn) or survivors.setdefault(rec.mrn, survivor(conn, rec.mrn))
         if isinstance(rec, Patient):
             conn.execute(
-                "INSERT INTO patient (mrn, family, given, birth_date, sex, mbi, message_id) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                "INSERT INTO patient (mrn, family, given, birth_date, sex, mbi, death_date, message_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (mrn) DO UPDATE SET family = excluded.family, given = excluded.given,"
                 " birth_date = excluded.birth_date, sex = excluded.sex, mbi = coalesce(excluded.mbi, patient.mbi),"
-                " message_id = excluded.message_id"
-                " WHERE (patient.family, patient.given, patient.birth_date, patient.sex, patient.mbi)"
-                " IS NOT (excluded.family, excluded.given, excluded.birth_date, excluded.sex, coalesce(excluded.mbi, patient.mbi))",
-                (mrn, rec.family, rec.given, _d(rec.birth_date), rec.sex, rec.mbi, message_id),
+                " death_date = coalesce(excluded.death_date, patient.death_date), message_id = excluded.message_id"
+                " WHERE (patient.family, patient.given, patient.birth_date, patient.sex, patient.mbi, patient.death_date)"
+                " IS NOT (excluded.family, excluded.given, excluded.birth_date, excluded.sex, coalesce(excluded.mbi, patient.mbi),"
+                " coalesce(excluded.death_date, patient.death_date))",
+                (mrn, rec.family, rec.given, _d(rec.birth_date), rec.sex, rec.mbi, _d(rec.death_date), message_id),
             )
         elif isinstance(rec, Problem):
             conn.execute(

@@ -119,7 +119,7 @@ def load_patient_records(conn: sqlite3.Connection, mrns: set[str]) -> dict[str, 
     grouped: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
     for r in conn.execute("SELECT * FROM patient"):
         if r["mrn"] in mrns:
-            grouped[r["mrn"]]["patient"].append(Patient(r["mrn"], r["family"], r["given"], _date(r["birth_date"]), r["sex"], r["mbi"]))
+            grouped[r["mrn"]]["patient"].append(Patient(r["mrn"], r["family"], r["given"], _date(r["birth_date"]), r["sex"], r["mbi"], _date(r["death_date"])))
     for r in conn.execute("SELECT mrn, code, system, status FROM problem"):
         if r["mrn"] in mrns:
             grouped[r["mrn"]]["problems"].append(Problem(r["mrn"], r["code"], r["system"], r["status"]))
@@ -148,18 +148,10 @@ def load_patient_records(conn: sqlite3.Connection, mrns: set[str]) -> dict[str, 
             stays=tuple(g["stays"]),
             consents=tuple(g["consents"]),
             care_plans=tuple(g["care_plans"]),
-            died_on=_death_date(conn, mrn),
+            died_on=g["patient"][0].death_date if g["patient"] else None,
         )
         for mrn, g in ((m, grouped[m]) for m in mrns)
     }
-
-
-def _death_date(conn: sqlite3.Connection, mrn: str) -> dt.date | None:
-    try:
-        row = conn.execute("SELECT death_date FROM patient WHERE mrn = ?", (mrn,)).fetchone()
-    except sqlite3.OperationalError:  # intake schemas without a death date column
-        return None
-    return _date(row[0]) if row and row[0] else None
 
 
 def patients_in_scope(conn: sqlite3.Connection, last: dt.date, touchpoints: dict[str, Touchpoint], entries: list[LogEntry]) -> set[str]:

@@ -29,6 +29,7 @@ class Patient:
     birth_date: dt.date | None
     sex: str | None
     mbi: str | None  # Medicare Beneficiary Identifier
+    death_date: dt.date | None = None  # PID-29, the practice-local date
 
 
 @dataclass(frozen=True, slots=True)

@@ -275,6 +275,7 @@ def build_patient(ctx: _Context) -> list[Record]:
         raise Reject(f"{rules.name_field}: patient family name missing")
     birth = ctx.parsed(rules.birth_date_field, values.calendar_date, pid)
     sex = ctx.value(rules.sex_field, pid).upper()[:1] or None
+    death = ctx.parsed(rules.death_date_field, lambda v: values.local_date(v, ctx.zone), pid)
     mbi = None
     for ref in rules.mbi_fields:
         seg = ctx.segment(ref, pid)
@@ -294,7 +295,7 @@ def build_patient(ctx: _Context) -> list[Record]:
                 )
         if mbi:
             break
-    return [Patient(mrn=mrn, family=family, given=given, birth_date=birth, sex=sex, mbi=mbi)]  # type: ignore[arg-type]
+    return [Patient(mrn=mrn, family=family, given=given, birth_date=birth, sex=sex, mbi=mbi, death_date=death)]  # type: ignore[arg-type]
 
 
 def _require_mrn(ctx: _Context) -> str:

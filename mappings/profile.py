@@ -197,6 +197,7 @@ class PatientRules:
     name_style: str = spec(_one_of("components", "family_comma_given"))
     birth_date_field: FieldRef = spec(_ref)
     sex_field: FieldRef = spec(_ref)
+    death_date_field: FieldRef = spec(_ref)
     mbi_fields: tuple = spec(_list(_ref))
     mbi_id_types: frozenset = spec(_codes)
 

@@ -42,6 +42,7 @@ CREATE TABLE patient (
     birth_date  TEXT,
     sex         TEXT,
     mbi         TEXT,
+    death_date  TEXT,                       -- PID-29, practice-local date; kept once reported
     message_id  INTEGER REFERENCES inbound_message (id)
 ) WITHOUT ROWID;
 

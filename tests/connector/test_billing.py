@@ -232,3 +232,13 @@ def test_the_date_a_plan_reached_the_patient_is_recorded_from_the_cli(setup) -> 
     assert out.returncode == 0, out.stderr
     assert conn.execute("SELECT shared_on FROM care_plan WHERE document_id = 'PLAN-MRN1'").fetchone()[0] == "2026-02-01"
     assert cli(instance, "signoff", "--patient", "MRN1", "--care-plan-shared", "2025-01-01").returncode == 2
+
+
+def test_a_death_reported_by_the_ehr_excludes_later_time_and_warns(setup) -> None:
+    cfg, conn, instance = setup
+    conn.execute("UPDATE patient SET death_date = '2026-11-10' WHERE mrn = 'MRN1'")
+    [result] = reconcile_month(cfg, "2026-11", conn)
+    findings = {(f["code"], f.get("entry")) for f in result.decision["findings"]}
+    assert ("AFTER_DEATH", "E2") in findings  # TP2 on Nov 12, after the death
+    assert any(code == "PATIENT_DECEASED" for code, _ in findings)
+    assert result.decision["minutes"] == {"countable": 25, "excluded": 20}

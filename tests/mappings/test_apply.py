@@ -337,3 +337,14 @@ def test_reasons_never_quote_what_could_be_patient_data() -> None:
     assert "Jane" not in edited("mdm_consent.hl7", "||given", "||Jane Doe").reason
     doc = edited("mdm_touchpoint.hl7", "|CCM-TOUCH|", "|Jane Doe|")
     assert (doc.action, doc.reason) == (IGNORED, "TXA-2: document type (not shown) is not a CCM document")
+
+
+def test_a_death_date_in_pid_29_is_kept_as_the_practice_local_date() -> None:
+    pid = "PID|1||MRN1001^^^NORTHCLINIC^MR||TESTPATIENT^ALPHA||19480212|F"
+    died = pid + "|" * 21 + "20261201033000+0000"  # 21:30 on Nov 30 in Chicago
+    assert died.split("|")[29] == "20261201033000+0000"
+    r = edited("adt_a03_discharge.hl7", pid, died)
+    assert r.action == MAPPED
+    assert of(r, Patient)[0].death_date == dt.date(2026, 11, 30)
+    bad = edited("adt_a03_discharge.hl7", pid, pid + "|" * 21 + "2026-13")
+    assert bad.action == REJECTED and "PID-29" in bad.reason
