@@ -522,11 +522,11 @@ def store_records(
         elif isinstance(rec, Touchpoint):
             _same_patient(conn, "touchpoint", rec.id, mrn, "touchpoint")
             conn.execute(
-                "INSERT INTO touchpoint (id, mrn, staff_id, start_utc, start_offset, minutes, activity, summary, message_id)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                "INSERT INTO touchpoint (id, mrn, staff_id, start_utc, start_offset, minutes, activity, summary, mdm, message_id)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (id) DO UPDATE SET mrn = excluded.mrn, staff_id = excluded.staff_id, start_utc = excluded.start_utc,"
                 " start_offset = excluded.start_offset, minutes = excluded.minutes, activity = excluded.activity,"
-                " summary = excluded.summary, message_id = excluded.message_id",
+                " summary = excluded.summary, mdm = excluded.mdm, message_id = excluded.message_id",
                 (
                     rec.id,
                     mrn,
@@ -536,6 +536,7 @@ def store_records(
                     rec.minutes,
                     rec.activity,
                     rec.summary,
+                    rec.mdm,
                     message_id,
                 ),
             )

@@ -83,16 +83,26 @@ def load_touchpoints(conn: sqlite3.Connection, start: dt.datetime, end: dt.datet
     cur = conn.cursor()
     cur.row_factory = None  # plain tuples: this reads every touchpoint of the month
     rows = cur.execute(
-        "SELECT id, mrn, staff_id, start_utc, start_offset, minutes, activity, summary FROM touchpoint"
+        "SELECT id, mrn, staff_id, start_utc, start_offset, minutes, activity, summary, mdm FROM touchpoint"
         " WHERE start_utc >= ? AND start_utc < ?",
         ((start - WINDOW).isoformat(), (end + WINDOW).isoformat()),
     )
     out = {}
-    for tp_id, mrn, staff, start_utc, offset, minutes, activity, summary in rows:
+    for tp_id, mrn, staff, start_utc, offset, minutes, activity, summary, mdm in rows:
         when = dt.datetime.fromisoformat(start_utc)
         when = when if when.tzinfo else when.replace(tzinfo=dt.UTC)
-        out[tp_id] = Touchpoint(tp_id, mrn, staff, Instant(when, offset), minutes, activity, summary)
+        out[tp_id] = Touchpoint(tp_id, mrn, staff, Instant(when, offset), minutes, activity, summary, mdm)
     return out
+
+
+def mdm_attestations(touchpoints: dict[str, Touchpoint], roster: dict, month: str, zone: dt.tzinfo) -> dict[str, frozenset[str]]:
+    """Per patient, the NPIs of practitioners who documented moderate or high MDM in the month."""
+    found: dict[str, set[str]] = defaultdict(set)
+    for tp in touchpoints.values():
+        member = roster.get(tp.staff_id)
+        if tp.mdm in ("moderate", "high") and member is not None and member.npi and tp.start.local(zone).strftime("%Y-%m") == month:
+            found[tp.mrn].add(member.npi)
+    return {mrn: frozenset(npis) for mrn, npis in found.items()}
 
 
 def load_entries(conn: sqlite3.Connection, first: dt.date, last: dt.date, pseudonyms: dict[str, str]) -> tuple[list[LogEntry], dict[str, str]]:
@@ -263,13 +273,14 @@ def _reconcile(cfg: Config, month: str, conn: sqlite3.Connection, now: dt.dateti
     policy = Policy(cfg.billing.practitioner_time, cfg.billing.date_of_service, cfg.billing.setting_kind,
                     (cfg.practice.billing_npis or (None,))[0], visit_codes=rule_set.initiating_visit_codes)
     counted_by_entry = {c.entry_id: c.minutes for c in result.counted}
+    attested = mdm_attestations(touchpoints, roster, month, zone)
     by_id = {e.entry_id: e for e in entries}
     judged = []
     for mrn in track(sorted(mrns), len(mrns), "reconcile"):
         counted, findings = result.for_month(mrn, month)
         if not counted and not findings and not _has_consent(records[mrn], last):
             continue  # nothing happened this month for someone never enrolled by then
-        facts = month_facts(mrn, month, records[mrn], counted, roster, policy)
+        facts = month_facts(mrn, month, records[mrn], counted, roster, policy, attested.get(mrn, frozenset()))
         decision = decide(facts_from_json(facts), rule_set).to_json()
         mismatch = code_mismatch(proposals.get(mrn, []), [(ln["code"], ln["units"]) for ln in decision["lines"]]) if mrn in proposals else None
         findings = findings + ([mismatch] if mismatch else [])

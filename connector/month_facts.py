@@ -166,8 +166,14 @@ def month_facts(
     counted: Iterable[CountedTime],
     roster: Mapping[str, Staff],
     policy: Policy,
+    mdm_attested_by: frozenset[str] = frozenset(),
 ) -> dict:
-    """The rules engine's facts for one patient-month, as a JSON-ready dict."""
+    """The rules engine's facts for one patient-month, as a JSON-ready dict.
+
+    `mdm_attested_by`: NPIs of practitioners who documented moderate or high medical decision
+    making for the patient this month (touchpoints with OBX CCM-MDM); complex CCM needs the
+    billing practitioner's.
+    """
     consent = consent_in_force(records.consents, month)
     npi = (consent.practitioner_npi if consent else None) or policy.default_billing_npi or ""
     time = sorted(counted, key=lambda c: (c.date, c.entry_id))
@@ -184,7 +190,7 @@ def month_facts(
         "program": consent.program if consent else "ccm",
         "setting": policy.setting,
         "billing_practitioner": npi,
-        "complex_mdm": policy.complex_mdm,
+        "complex_mdm": policy.complex_mdm or (bool(npi) and npi in mdm_attested_by),
         "consent": {"date": consent.date.isoformat(), "practitioner": consent.practitioner_npi or ""} if consent else None,
         "initiating_visit": initiating_visit(records.services, consent, npi, policy.visit_codes) if consent else None,
         "care_plan": care_plan_in_force(records.care_plans, month),

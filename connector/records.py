@@ -82,6 +82,7 @@ class Touchpoint:
     minutes: int
     activity: str
     summary: str
+    mdm: str | None = None  # the practitioner's medical decision making: low | moderate | high
 
 
 @dataclass(frozen=True, slots=True)

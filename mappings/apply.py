@@ -521,6 +521,9 @@ def build_document(ctx: _Context) -> list[Record]:
             raise Reject(f"OBX {rules.minutes_id}: {e}") from None
         activity = one(rules.activity_id)
         summary = "\n".join(_obx_values(obs.get(rules.note_id, []), text=True))
+        mdm = one(rules.mdm_id, required=False).lower() or None
+        if mdm not in (None, "low", "moderate", "high"):
+            raise Reject(f"OBX {rules.mdm_id}: must be low, moderate or high")
         return [
             Touchpoint(
                 id=doc_id,
@@ -530,6 +533,7 @@ def build_document(ctx: _Context) -> list[Record]:
                 minutes=minutes,
                 activity=activity,
                 summary=summary,
+                mdm=mdm,
             )
         ]  # type: ignore[arg-type]
 

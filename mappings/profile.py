@@ -273,6 +273,7 @@ class DocumentRules:
     authenticator_field: FieldRef = spec(_ref)
     minutes_id: str = spec(lambda v: _string(v).upper())
     activity_id: str = spec(lambda v: _string(v).upper())
+    mdm_id: str = spec(lambda v: _string(v).upper())
     note_id: str = spec(lambda v: _string(v).upper())
     program_id: str = spec(lambda v: _string(v).upper())
     status_id: str = spec(lambda v: _string(v).upper())

@@ -101,6 +101,7 @@ CREATE TABLE touchpoint (
     minutes         INTEGER NOT NULL CHECK (minutes > 0),
     activity        TEXT NOT NULL,
     summary         TEXT NOT NULL,
+    mdm             TEXT,                   -- low | moderate | high (the practitioner's MDM), or NULL
     message_id      INTEGER REFERENCES inbound_message (id)
 ) WITHOUT ROWID;
 CREATE INDEX touchpoint_mrn ON touchpoint (mrn, start_utc);

@@ -242,3 +242,18 @@ def test_a_death_reported_by_the_ehr_excludes_later_time_and_warns(setup) -> Non
     assert ("AFTER_DEATH", "E2") in findings  # TP2 on Nov 12, after the death
     assert any(code == "PATIENT_DECEASED" for code, _ in findings)
     assert result.decision["minutes"] == {"countable": 25, "excluded": 20}
+
+
+def test_moderate_or_high_mdm_documented_by_the_billing_practitioner_bills_complex_ccm(setup) -> None:
+    cfg, conn, instance = setup
+    add_touchpoint(conn, "TP3", "MRN1", "RN7", dt.datetime(2026, 11, 20, 9, 0), 25)
+    add_touchpoint(conn, "TP4", "MRN1", "DR1", dt.datetime(2026, 11, 21, 9, 0), 10)
+    add_return(conn, cfg.identity.pseudonym_key_file, [
+        {"id": "E3", "mrn": "MRN1", "sources": ["TP3"], "performer": "RN7", "date": "2026-11-20", "minutes": 25},
+        {"id": "E4", "mrn": "MRN1", "sources": ["TP4"], "performer": "DR1", "date": "2026-11-21", "minutes": 10}], name="r2")
+    [plain] = reconcile_month(cfg, "2026-11", conn)
+    assert [ln["code"] for ln in plain.decision["lines"]] == ["99490", "99439"]  # 80 min, no attestation
+    conn.execute("UPDATE touchpoint SET mdm = 'high' WHERE id = 'TP4'")
+    [result] = reconcile_month(cfg, "2026-11", conn)
+    assert json.loads(conn.execute("SELECT facts FROM patient_month").fetchone()[0])["complex_mdm"] is True
+    assert [ln["code"] for ln in result.decision["lines"]] == ["99487"]

@@ -348,3 +348,12 @@ def test_a_death_date_in_pid_29_is_kept_as_the_practice_local_date() -> None:
     assert of(r, Patient)[0].death_date == dt.date(2026, 11, 30)
     bad = edited("adt_a03_discharge.hl7", pid, pid + "|" * 21 + "2026-13")
     assert bad.action == REJECTED and "PID-29" in bad.reason
+
+
+def test_a_touchpoint_can_carry_the_practitioners_mdm() -> None:
+    note = "OBX|4|TX|CCM-NOTE^Summary^L||Sent refill request to pharmacy."
+    r = edited("mdm_touchpoint.hl7", note, note + "\rOBX|5|ST|CCM-MDM^MDM^L||High")
+    assert r.action == MAPPED and of(r, Touchpoint)[0].mdm == "high"
+    assert of(mapped("mdm_touchpoint.hl7"), Touchpoint)[0].mdm is None
+    bad = edited("mdm_touchpoint.hl7", note, note + "\rOBX|5|ST|CCM-MDM^MDM^L||extreme")
+    assert bad.action == REJECTED and "CCM-MDM" in bad.reason
