@@ -87,9 +87,9 @@ def core_rate(cfg, conn, month: str) -> float:
     mrns = mc.patients_in_scope(conn, last, touchpoints, entries)
     records = mc.load_patient_records(conn, mrns)
     rule_set = rule_set_for(month)
-    policy = Policy(visit_codes=rule_set.initiating_visit_codes)
+    policy = Policy(visit_codes=rule_set.initiating_visit_codes, non_condition_chapters=rule_set.non_condition_chapters)
     t0 = time.perf_counter()
-    result = reconcile(entries, touchpoints, roster, cfg.zone)
+    result = reconcile(entries, touchpoints, roster, cfg.zone, rule_set.us_locations)
     for mrn in mrns:
         facts = month_facts(mrn, month, records[mrn], result.for_month(mrn, month)[0], roster, policy)
         decide(facts_from_json(facts), rule_set)

@@ -12,9 +12,9 @@ from importlib import resources
 
 from lxml import etree
 
+from .sftp.documents import safe_parser  # the one hardened parser (no DTD, entities, network)
+
 NS = "urn:ccm-connector:package:1"
-# Our own schema and stylesheet only; parsed with entities, DTDs and the network off.
-SAFE_PARSER = dict(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
 
 
 class PackageError(ValueError):
@@ -24,14 +24,14 @@ class PackageError(ValueError):
 @cache
 def schema() -> etree.XMLSchema:
     text = resources.files("ccm_connector").joinpath("schemas", "package-1.xsd").read_bytes()
-    return etree.XMLSchema(etree.fromstring(text, etree.XMLParser(**SAFE_PARSER)))
+    return etree.XMLSchema(etree.fromstring(text, safe_parser()))
 
 
 @cache
 def stylesheet() -> etree.XSLT:
     text = resources.files("ccm_connector").joinpath("schemas", "package-1.xsl").read_bytes()
     # No document(), no file or network access from the transform.
-    return etree.XSLT(etree.fromstring(text, etree.XMLParser(**SAFE_PARSER)), access_control=etree.XSLTAccessControl.DENY_ALL)
+    return etree.XSLT(etree.fromstring(text, safe_parser()), access_control=etree.XSLTAccessControl.DENY_ALL)
 
 
 def _el(parent: etree._Element, name: str, text: str | None = None, **attrs: object) -> etree._Element:
@@ -89,5 +89,5 @@ def package_xml(practice: str, packet: dict, signoff: dict, lines: list[tuple[st
 
 
 def package_html(xml: bytes) -> bytes:
-    doc = etree.fromstring(xml, etree.XMLParser(**SAFE_PARSER))
+    doc = etree.fromstring(xml, safe_parser())
     return bytes(stylesheet()(doc))

@@ -22,10 +22,6 @@ from .roster import Staff
 NON_QUALIFYING_VISIT = "99211"
 # G0506 (extensive CCM assessment) is billed with the initiating visit: CCM was discussed.
 CCM_PLANNING_ADDON = "G0506"
-# ICD-10-CM chapters that are not chronic conditions: symptoms (R), injuries and external
-# causes (S-Y), factors influencing health status (Z). A problem list entry there never
-# counts toward the condition count.
-NOT_CONDITION_CHAPTERS = frozenset("RSTUVWXYZ")
 
 
 @dataclass(frozen=True)
@@ -48,6 +44,7 @@ class Policy:
     setting: str = "physician"
     default_billing_npi: str | None = None
     visit_codes: frozenset = frozenset()  # the rule year's qualifying initiating-visit codes
+    non_condition_chapters: frozenset = frozenset()  # the rule year's ICD-10-CM chapters that never count
     complex_mdm: bool = False
     extra: dict = field(default_factory=dict)
 
@@ -77,11 +74,12 @@ def consent_in_force(consents: Iterable[Consent], month: str) -> Consent | None:
     return current
 
 
-def chronic_conditions(problems: Iterable[Problem]) -> list[str]:
+def chronic_conditions(problems: Iterable[Problem], excluded_chapters: frozenset) -> list[str]:
+    """Distinct active ICD-10 problem codes outside the chapters that are never conditions."""
     codes = {
         p.code.upper()
         for p in problems
-        if p.status == "active" and p.system.upper() in ("I10", "ICD10", "ICD-10", "ICD10CM", "ICD-10-CM") and p.code[:1].upper() not in NOT_CONDITION_CHAPTERS
+        if p.status == "active" and p.system.upper() in ("I10", "ICD10", "ICD-10", "ICD10CM", "ICD-10-CM") and p.code[:1].upper() not in excluded_chapters
     }
     return sorted(codes)
 
@@ -181,7 +179,7 @@ def month_facts(
     return {
         "patient": {
             "id": mrn,
-            "chronic_conditions": chronic_conditions(records.problems),
+            "chronic_conditions": chronic_conditions(records.problems, policy.non_condition_chapters),
             "qmb": False,  # QMB status is not in the EHR feed; G0558 is never assumed
             "last_visit_before_consent": _iso(last_visit_before(records.services, consent.date, npi, policy.visit_codes)) if consent else None,
             "died_on": _iso(records.died_on),

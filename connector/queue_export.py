@@ -49,9 +49,6 @@ from .store import open_store, transaction
 
 log = logs.get_logger("queue_export")
 
-# Fallbacks when no rule set covers the period (connector/rules.py is the authority): staff must
-# be located in the United States (states + territories) for their time to count.
-US_LOCATIONS = frozenset({"US", "PR", "VI", "GU", "AS", "MP"})
 COUNTABLE_ROLES = frozenset({"clinical", "practitioner"})
 REDACTED = "[redacted]"
 
@@ -89,7 +86,8 @@ def time_rules(period: str, setting: str) -> TimeRules:
     try:
         rule_set = rules.rule_set_for(period)
     except rules.RuleSetNotFound:
-        return TimeRules(US_LOCATIONS, {})
+        # No rule year covers the period: no thresholds to show; the latest year's United States.
+        return TimeRules(rules.rule_sets()[-1].us_locations, {})
     thresholds: dict[str, tuple[int, ...]] = {}
     for name, program in rule_set.programs.items():
         families = program.families.get(setting) or ()
@@ -107,7 +105,7 @@ def next_threshold(thresholds: tuple[int, ...], minutes: int) -> int | None:
     return next((t for t in thresholds if t > minutes), None)
 
 
-def is_countable(staff: Staff | None, us_locations: frozenset[str] = US_LOCATIONS) -> bool:
+def is_countable(staff: Staff | None, us_locations: frozenset[str]) -> bool:
     return (
         staff is not None
         and staff.role in COUNTABLE_ROLES

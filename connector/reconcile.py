@@ -130,8 +130,13 @@ def reconcile(
     touchpoints: Mapping[str, Touchpoint],
     roster: Mapping[str, Staff],
     zone: dt.tzinfo,
+    us_locations: frozenset[str],
 ) -> Reconciliation:
-    """Check every entry against the practice records it cites; keep what they support."""
+    """Check every entry against the practice records it cites; keep what they support.
+
+    `us_locations`: the rule year's United States (cms-rules §4.7), to recognise offshore
+    documentation accounts named as performers.
+    """
     result = Reconciliation()
     local_dates = {tp_id: local_date(tp, zone) for tp_id, tp in touchpoints.items()}
     remaining = {tp_id: tp.minutes for tp_id, tp in touchpoints.items()}
@@ -144,7 +149,7 @@ def reconcile(
         month = month_of(local_dates[sources[0].id]) if sources else month_of(entry.date)
         mrn = sources[0].mrn if sources else entry.mrn
         content = (entry.touchpoint_ids, entry.performer, entry.date, entry.minutes, entry.mrn)
-        problem = _first_problem(entry, sources, roster, local_dates, overlaps, entry.entry_id in seen_ids or content in seen_content)
+        problem = _first_problem(entry, sources, roster, local_dates, overlaps, us_locations, entry.entry_id in seen_ids or content in seen_content)
         seen_ids.add(entry.entry_id)
         seen_content.add(content)
         # An entry that cites a touchpoint describes it, even wrongly: its own finding says how.
@@ -179,6 +184,7 @@ def _first_problem(
     roster: Mapping[str, Staff],
     local_dates: Mapping[str, dt.date],
     overlaps: Mapping[str, str],
+    us_locations: frozenset[str],
     duplicate: bool,
 ) -> Finding | None:
     """The reason the whole entry cannot count, or None. Order: most fundamental first."""
@@ -193,7 +199,7 @@ def _first_problem(
     if not entry.touchpoint_ids or len(sources) != len(entry.touchpoint_ids):
         return finding("UNSUPPORTED_ENTRY", "refers to no practice record" if not sources else "cites a practice record that does not exist")
     performer = roster.get(entry.performer)
-    if performer is not None and (performer.offshore_account or performer.location not in US_LOCATIONS and performer.role == "non_clinical"):
+    if performer is not None and (performer.offshore_account or performer.location not in us_locations and performer.role == "non_clinical"):
         return finding("RECORDER_AS_PERFORMER", "an offshore or documentation account is named as the performer")
     # Plain loops: this runs for every entry of every month (bench/bench_month_close.py).
     for tp in sources:
@@ -209,10 +215,6 @@ def _first_problem(
         if tp.id in overlaps:
             return finding("OVERLAPPING_TIME", f"the performer's practice record {tp.id} overlaps {overlaps[tp.id]} for another patient")
     return None
-
-
-# cms-rules.md §4.7: the United States for Medicare purposes.
-US_LOCATIONS = frozenset({"US", "PR", "VI", "GU", "AS", "MP"})
 
 
 def _claim(sources: list[Touchpoint], wanted: int, remaining: dict[str, int]) -> int:

@@ -167,6 +167,7 @@ class RuleSet:
     effective_from: date
     effective_to: date
     us_locations: frozenset[str]
+    non_condition_chapters: frozenset[str]  # ICD-10-CM chapter letters that are never chronic conditions
     initiating_visit_codes: frozenset[str]
     tcm_codes: frozenset[str]
     settings: Settings
@@ -330,6 +331,7 @@ def rule_set_from_toml(text: str, where: str = "rule set") -> RuleSet:
             "effective_from",
             "effective_to",
             "us_locations",
+            "non_condition_chapters",
             "initiating_visit_codes",
             "tcm_codes",
             "settings",
@@ -352,6 +354,7 @@ def rule_set_from_toml(text: str, where: str = "rule set") -> RuleSet:
         effective_from=t["effective_from"],
         effective_to=t["effective_to"],
         us_locations=frozenset(t["us_locations"]),
+        non_condition_chapters=frozenset(t["non_condition_chapters"]),
         initiating_visit_codes=_codes(
             t["initiating_visit_codes"], f"{where}: initiating_visit_codes"
         ),

@@ -50,7 +50,7 @@ def test_only_active_icd10_chronic_problems_count() -> None:
         Problem("P1", "R51.9", "I10", "active"),  # a symptom
         Problem("P1", "44054006", "SNOMED", "active"),
     ]
-    assert chronic_conditions(problems) == ["E11.9", "I10"]
+    assert chronic_conditions(problems, rule_set_for("2026-11").non_condition_chapters) == ["E11.9", "I10"]
 
 
 def test_initiating_visit_prefers_the_billing_practitioner_and_knows_if_ccm_was_discussed() -> None:
@@ -82,7 +82,7 @@ def test_month_facts_are_valid_rules_input() -> None:
     )
     roster = {"RN7": Staff("RN7", "", "RN", "clinical", "US", NPI, None, False, False)}
     counted = [CountedTime("E1", "P1", D("2026-11-03"), "RN7", 25, ("TP1",))]
-    facts = month_facts("P1", "2026-11", records, counted, roster, Policy(visit_codes=VISITS))
+    facts = month_facts("P1", "2026-11", records, counted, roster, Policy(visit_codes=VISITS, non_condition_chapters=rule_set_for("2026-11").non_condition_chapters))
     parsed = facts_from_json(facts)
     assert parsed.billing_practitioner == NPI
     assert facts["time"] == [{"id": "E1", "date": "2026-11-03", "minutes": 25, "staff": "RN7", "counted_for": None}]

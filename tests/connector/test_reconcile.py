@@ -12,8 +12,10 @@ from hypothesis import strategies as st
 from ccm_connector.reconcile import LogEntry, code_mismatch, overlapping_touchpoints, reconcile
 from ccm_connector.records import Instant, Touchpoint
 from ccm_connector.roster import Staff
+from ccm_connector.rules import rule_set_for
 
 CHICAGO = ZoneInfo("America/Chicago")
+US = rule_set_for("2026-11").us_locations
 ROSTER = {
     "RN7": Staff("RN7", "", "RN", "clinical", "US", "1234567893", None, False, False),
     "MA3": Staff("MA3", "", "MA", "clinical", "US", "1234567893", None, False, False),
@@ -63,14 +65,14 @@ CASES = [
 
 @pytest.mark.parametrize(("name", "entries", "touchpoints", "codes", "counted"), CASES, ids=[c[0] for c in CASES])
 def test_reconciliation_codes(name, entries, touchpoints, codes, counted) -> None:
-    result = reconcile(entries, touchpoints, ROSTER, CHICAGO)
+    result = reconcile(entries, touchpoints, ROSTER, CHICAGO, US)
     excluding = sorted(f.code for f in result.findings if f.severity == "exclude")
     assert excluding == sorted(codes)
     assert sum(c.minutes for c in result.counted) == counted
 
 
 def test_unlogged_practice_time_is_a_warning_per_touchpoint() -> None:
-    result = reconcile([entry("E1", "P1", ("TP1",), "RN7", "2026-11-03", 25)], BASE, ROSTER, CHICAGO)
+    result = reconcile([entry("E1", "P1", ("TP1",), "RN7", "2026-11-03", 25)], BASE, ROSTER, CHICAGO, US)
     unlogged = [f for f in result.findings if f.code == "UNLOGGED_PRACTICE_TIME"]
     assert [(f.source, f.severity) for f in unlogged] == [("TP2", "warn")]
     assert result.for_month("P2", "2026-11")[1] == unlogged
@@ -78,11 +80,11 @@ def test_unlogged_practice_time_is_a_warning_per_touchpoint() -> None:
 
 def test_counted_time_takes_the_practice_records_date_and_performer() -> None:
     late = {"TP3": tp("TP3", "P1", "RN7", "2026-11-30T21:30", 20)}  # 2026-12-01 in UTC and in India
-    ok = reconcile([entry("E1", "P1", ("TP3",), "RN7", "2026-11-30", 20)], late, ROSTER, CHICAGO)
+    ok = reconcile([entry("E1", "P1", ("TP3",), "RN7", "2026-11-30", 20)], late, ROSTER, CHICAGO, US)
     assert [(c.date.isoformat(), c.staff_id) for c in ok.counted] == [("2026-11-30", "RN7")]
     assert ok.for_month("P1", "2026-11")[0] and not ok.for_month("P1", "2026-12")[0]
     # The offshore team's calendar says December 1st: the practice's local date decides, and differs.
-    india = reconcile([entry("E1", "P1", ("TP3",), "RN7", "2026-12-01", 20)], late, ROSTER, CHICAGO)
+    india = reconcile([entry("E1", "P1", ("TP3",), "RN7", "2026-12-01", 20)], late, ROSTER, CHICAGO, US)
     assert [f.code for f in india.findings] == ["DATE_MISMATCH"]
     assert india.for_month("P1", "2026-11")[1][0].code == "DATE_MISMATCH"  # the finding stays in the practice's month
 
@@ -117,7 +119,7 @@ entries_strategy = st.lists(
 
 @given(entries_strategy)
 def test_counted_minutes_never_exceed_the_practice_records(entries) -> None:
-    result = reconcile(entries, BASE, ROSTER, CHICAGO)
+    result = reconcile(entries, BASE, ROSTER, CHICAGO, US)
     for tp_id, record in BASE.items():
         assert sum(c.minutes for c in result.counted if tp_id in c.sources) <= record.minutes
     claimed = sum(e.minutes for e in entries)
