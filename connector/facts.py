@@ -467,6 +467,15 @@ def _policy(value: Any, path: str) -> Policy:
 
 def facts_from_json(obj: Any, path: str = "facts") -> Facts:
     """Facts from one parsed JSON object; raises FactsError naming the JSON path of a problem."""
+    try:
+        return _fast_facts(obj)
+    except _Unsure:
+        pass  # not inside the handler: the FactsError must not carry _Unsure as its context
+    return _checked_facts(obj, path)
+
+
+def _checked_facts(obj: Any, path: str) -> Facts:
+    """facts_from_json by the checked readers alone: the meaning of every check."""
     obj = _object(obj, path)
     return Facts(
         patient=_get(obj, "patient", path, _patient),
@@ -483,4 +492,229 @@ def facts_from_json(obj: Any, path: str = "facts") -> Facts:
         inpatient_stays=_get(obj, "inpatient_stays", path, _list(_stay), ()),
         other_services=_get(obj, "other_services", path, _list(_other_service), ()),
         policy=_get(obj, "policy", path, _policy, Policy()),
+    )
+
+
+# --- fast path -----------------------------------------------------------------------------
+# Month close calls facts_from_json once per patient-month (10,000-50,000 times a run, see
+# bench/bench_month_close.py), nearly always on valid facts, and the checked readers above build
+# a JSON path for every field even when nothing is wrong. The fast readers below only decide
+# "certainly valid": they accept exact builtin types only (so no subclass method runs), read the
+# keys in the same order as the checked readers and raise _Unsure at the first doubt. Then
+# _checked_facts reads the object again and gives its result or its precise FactsError, so the
+# checked readers stay the one definition of what is valid.
+
+
+class _Unsure(Exception):
+    """A fast reader cannot vouch for a value; the checked readers decide."""
+
+
+_MEMO_MAX = 4096
+
+
+def _memo(read: Reader[T]) -> Callable[[Any], T]:
+    """A fast reader for `read` (a checked reader of strings that never returns None): its
+    result for an exact str, remembered by value, since dates, months, locations and enum values
+    repeat a lot; _Unsure where `read` raises."""
+    known: dict[str, T] = {}
+
+    def fast(value: Any) -> T:
+        if type(value) is not str:
+            raise _Unsure
+        result = known.get(value)
+        if result is None:
+            try:
+                result = read(value, "")
+            except FactsError:
+                raise _Unsure from None
+            if len(known) >= _MEMO_MAX:
+                known.clear()
+            known[value] = result
+        return result
+
+    return fast
+
+
+_fast_date = _memo(_date)
+_fast_month = _memo(_month)
+_fast_location = _memo(_location)
+_fast_program = _memo(_one_of(PROGRAMS))
+_fast_setting = _memo(_one_of(SETTINGS))
+_fast_role = _memo(_one_of(ROLES))
+_fast_element = _memo(_one_of(CARE_PLAN_ELEMENTS))
+_fast_practitioner_time = _memo(_one_of(PRACTITIONER_TIME))
+_fast_date_of_service = _memo(_one_of(DATE_OF_SERVICE))
+
+
+def _fast_object(value: Any) -> dict[str, Any]:
+    if type(value) is not dict:
+        raise _Unsure
+    return value
+
+
+def _fast_list(value: Any) -> list[Any]:
+    if type(value) is not list:
+        raise _Unsure
+    return value
+
+
+def _fast_text(value: Any) -> str:
+    if type(value) is not str or not value.strip():
+        raise _Unsure
+    return value
+
+
+def _fast_flag(value: Any) -> bool:
+    """An optional true or false, false when absent."""
+    if value is None:
+        return False
+    if value is True or value is False:
+        return value
+    raise _Unsure
+
+
+def _fast_optional(read: Callable[[Any], T], value: Any, default: Any = None) -> T:
+    return default if value is None else read(value)
+
+
+def _fast_items(read: Callable[[Any], T], value: Any) -> tuple[T, ...]:
+    return () if value is None else tuple(map(read, _fast_list(value)))
+
+
+def _fast_patient(value: Any) -> Patient:
+    obj = _fast_object(value)
+    return Patient(
+        id=_fast_text(obj.get("id")),
+        chronic_conditions=frozenset(map(_fast_text, _fast_list(obj.get("chronic_conditions")))),
+        qmb=_fast_flag(obj.get("qmb")),
+        last_visit_before_consent=_fast_optional(_fast_date, obj.get("last_visit_before_consent")),
+        died_on=_fast_optional(_fast_date, obj.get("died_on")),
+    )
+
+
+def _fast_consent(value: Any) -> Consent:
+    obj = _fast_object(value)
+    return Consent(
+        date=_fast_date(obj.get("date")), practitioner=_fast_text(obj.get("practitioner"))
+    )
+
+
+def _fast_initiating_visit(value: Any) -> InitiatingVisit:
+    obj = _fast_object(value)
+    return InitiatingVisit(
+        date=_fast_date(obj.get("date")),
+        code=_fast_text(obj.get("code")),
+        practitioner=_fast_text(obj.get("practitioner")),
+        ccm_discussed=_fast_flag(obj.get("ccm_discussed")),
+    )
+
+
+def _fast_care_plan(value: Any) -> CarePlan:
+    obj = _fast_object(value)
+    return CarePlan(
+        date=_fast_date(obj.get("date")),
+        reviewed=_fast_optional(_fast_date, obj.get("reviewed")),
+        shared_with_patient=_fast_optional(_fast_date, obj.get("shared_with_patient")),
+        elements=frozenset(_fast_items(_fast_element, obj.get("elements"))),
+    )
+
+
+def _fast_staff_member(value: Any) -> StaffMember:
+    obj = _fast_object(value)
+    role = _fast_role(obj.get("role"))
+    location = _fast_location(obj.get("location"))
+    supervisor = _fast_optional(_fast_text, obj.get("supervisor"))
+    npi = obj.get("npi")
+    return StaffMember(
+        role=role,
+        location=location,
+        supervisor=supervisor,
+        npi=_fast_text(npi) if npi is not None or role == "practitioner" else None,
+        excluded=_fast_flag(obj.get("excluded")),
+    )
+
+
+def _fast_staff(value: Any) -> dict[str, StaffMember]:
+    obj = _fast_object(value)
+    for staff_id in obj:
+        if type(staff_id) is not str or not staff_id.strip():
+            raise _Unsure
+    return {staff_id: _fast_staff_member(member) for staff_id, member in obj.items()}
+
+
+def _fast_time_entry(value: Any) -> TimeEntry:
+    # The hottest reader (a month has tens of entries), so the simple checks are written out.
+    if type(value) is not dict:
+        raise _Unsure
+    entry_id = value.get("id")
+    if type(entry_id) is not str or not entry_id.strip():
+        raise _Unsure
+    day = _fast_date(value.get("date"))
+    minutes = value.get("minutes")
+    if type(minutes) is not int or minutes <= 0:
+        raise _Unsure
+    staff = value.get("staff")
+    if type(staff) is not str or not staff.strip():
+        raise _Unsure
+    counted_for = value.get("counted_for")
+    if counted_for is not None:
+        counted_for = _fast_text(counted_for)
+    return TimeEntry(entry_id, day, minutes, staff, counted_for)
+
+
+def _fast_time(value: Any) -> tuple[TimeEntry, ...]:
+    entries = tuple(map(_fast_time_entry, _fast_list(value)))
+    if len({entry.id for entry in entries}) != len(entries):
+        raise _Unsure  # a duplicate id, which _time names
+    return entries
+
+
+def _fast_stay(value: Any) -> Stay:
+    obj = _fast_object(value)
+    start = _fast_date(obj.get("from"))
+    end = _fast_date(obj.get("to"))
+    if end < start:
+        raise _Unsure
+    return Stay(start=start, end=end)
+
+
+def _fast_other_service(value: Any) -> OtherService:
+    obj = _fast_object(value)
+    return OtherService(
+        code=_fast_text(obj.get("code")),
+        practitioner=_fast_text(obj.get("practitioner")),
+        date=_fast_date(obj.get("date")),
+    )
+
+
+def _fast_policy(value: Any) -> Policy:
+    obj = _fast_object(value)
+    default = Policy()
+    return Policy(
+        practitioner_time=_fast_optional(
+            _fast_practitioner_time, obj.get("practitioner_time"), default.practitioner_time
+        ),
+        date_of_service=_fast_optional(
+            _fast_date_of_service, obj.get("date_of_service"), default.date_of_service
+        ),
+    )
+
+
+def _fast_facts(value: Any) -> Facts:
+    obj = _fast_object(value)
+    return Facts(
+        patient=_fast_patient(obj.get("patient")),
+        month=_fast_month(obj.get("month")),
+        billing_practitioner=_fast_text(obj.get("billing_practitioner")),
+        program=_fast_optional(_fast_program, obj.get("program"), "ccm"),
+        setting=_fast_optional(_fast_setting, obj.get("setting"), "physician"),
+        complex_mdm=_fast_flag(obj.get("complex_mdm")),
+        consent=_fast_optional(_fast_consent, obj.get("consent")),
+        initiating_visit=_fast_optional(_fast_initiating_visit, obj.get("initiating_visit")),
+        care_plan=_fast_optional(_fast_care_plan, obj.get("care_plan")),
+        staff=_fast_optional(_fast_staff, obj.get("staff"), {}),
+        time=_fast_optional(_fast_time, obj.get("time"), ()),
+        inpatient_stays=_fast_items(_fast_stay, obj.get("inpatient_stays")),
+        other_services=_fast_items(_fast_other_service, obj.get("other_services")),
+        policy=_fast_optional(_fast_policy, obj.get("policy"), Policy()),
     )

@@ -11,10 +11,19 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import multiprocessing
+import os
 import sqlite3
+import threading
+import zlib
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass
+from itertools import chain
+
+import orjson
 
 from . import audit, logs
 from .batches import gc_paused
@@ -27,7 +36,16 @@ from .packet import text_hash as content_hash_of
 from .progress import untracked
 from .pseudonym import read_key as read_pseudonym_key
 from .pseudonym import reverse_map
-from .reconcile import Finding, LogEntry, code_mismatch, reconcile
+from .reconcile import (
+    CountedTime,
+    Elsewhere,
+    Finding,
+    LogEntry,
+    code_mismatch,
+    overlapping_times,
+    reconcile,
+    repeated_arrivals,
+)
 from .records import CarePlan, Consent, Instant, Patient, Problem, Service, Stay, Touchpoint
 from .roster import load_roster
 from .rules import decide, rule_set_for
@@ -80,6 +98,11 @@ def _date(value: str | None) -> dt.date | None:
 
 def load_touchpoints(conn: sqlite3.Connection, start: dt.datetime, end: dt.datetime) -> dict[str, Touchpoint]:
     """The practice's touchpoints around the month (see WINDOW), by id."""
+    return {row[0]: touchpoint_of(row) for row in touchpoint_rows(conn, start, end)}
+
+
+def touchpoint_rows(conn: sqlite3.Connection, start: dt.datetime, end: dt.datetime) -> list[tuple]:
+    """The touchpoint rows around the month (see WINDOW), the start already a UTC datetime."""
     cur = conn.cursor()
     cur.row_factory = None  # plain tuples: this reads every touchpoint of the month
     rows = cur.execute(
@@ -87,12 +110,17 @@ def load_touchpoints(conn: sqlite3.Connection, start: dt.datetime, end: dt.datet
         " WHERE start_utc >= ? AND start_utc < ?",
         ((start - WINDOW).isoformat(), (end + WINDOW).isoformat()),
     )
-    out = {}
-    for tp_id, mrn, staff, start_utc, offset, minutes, activity, summary, mdm in rows:
-        when = dt.datetime.fromisoformat(start_utc)
-        when = when if when.tzinfo else when.replace(tzinfo=dt.UTC)
-        out[tp_id] = Touchpoint(tp_id, mrn, staff, Instant(when, offset), minutes, activity, summary, mdm)
-    return out
+    return [(r[0], r[1], r[2], _utc(r[3]), *r[4:]) for r in rows]
+
+
+def _utc(text: str) -> dt.datetime:
+    when = dt.datetime.fromisoformat(text)
+    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+
+
+def touchpoint_of(row: tuple) -> Touchpoint:
+    tp_id, mrn, staff, when, offset, minutes, activity, summary, mdm = row
+    return Touchpoint(tp_id, mrn, staff, Instant(when, offset), minutes, activity, summary, mdm)
 
 
 def mdm_attestations(touchpoints: dict[str, Touchpoint], roster: dict, month: str, zone: dt.tzinfo) -> dict[str, frozenset[str]]:
@@ -105,8 +133,9 @@ def mdm_attestations(touchpoints: dict[str, Touchpoint], roster: dict, month: st
     return {mrn: frozenset(npis) for mrn, npis in found.items()}
 
 
-def load_entries(conn: sqlite3.Connection, first: dt.date, last: dt.date, pseudonyms: dict[str, str]) -> tuple[list[LogEntry], dict[str, str]]:
-    """Entries of accepted returns around the month, in arrival order, and descriptions by entry id."""
+def entry_rows(conn: sqlite3.Connection, first: dt.date, last: dt.date, pseudonyms: dict[str, str]) -> list[tuple]:
+    """Entries of accepted returns around the month (see WINDOW), in arrival order (the index):
+    (entry id, mrn, cited touchpoint ids, performer, date text, minutes, activity, description)."""
     cur = conn.cursor()
     cur.row_factory = None  # plain tuples: this reads every entry of the month
     rows = cur.execute(
@@ -114,14 +143,24 @@ def load_entries(conn: sqlite3.Connection, first: dt.date, last: dt.date, pseudo
         " FROM return_entry e JOIN return_file f ON f.id = e.return_file_id"
         " WHERE f.status = 'accepted' AND e.date >= ? AND e.date <= ? ORDER BY f.id, e.rowid",
         ((first - WINDOW).isoformat(), (last + WINDOW).isoformat()),
-    )
-    entries, descriptions = [], {}
-    for arrival, (entry_id, mrn, pseud, sources, performer, day, minutes, activity, description) in enumerate(rows):
-        entries.append(
-            LogEntry(entry_id, mrn or pseudonyms.get(pseud), tuple(json.loads(sources)), performer, dt.date.fromisoformat(day), minutes, activity, arrival)
-        )
-        descriptions.setdefault(entry_id, description)
-    return entries, descriptions
+    ).fetchall()
+    # One decode for every entry's cited ids (stored as JSON arrays) instead of one per entry.
+    cited = orjson.loads("[" + ",".join(r[3] for r in rows) + "]") if rows else []
+    return [
+        (entry_id, mrn or pseudonyms.get(pseud), tuple(ids), performer, day, minutes, activity, description)
+        for (entry_id, mrn, pseud, _, performer, day, minutes, activity, description), ids in zip(rows, cited, strict=True)
+    ]
+
+
+def log_entries(rows: list[tuple], arrivals: Iterable[int]) -> list[LogEntry]:
+    """The `entry_rows` at the given arrivals as log entries."""
+    days: dict[str, dt.date] = {}
+    out = []
+    for arrival in arrivals:
+        entry_id, mrn, ids, performer, day, minutes, activity, _ = rows[arrival]
+        date = days.get(day) or days.setdefault(day, dt.date.fromisoformat(day))
+        out.append(LogEntry(entry_id, mrn, ids, performer, date, minutes, activity, arrival))
+    return out
 
 
 def load_patient_records(conn: sqlite3.Connection, mrns: set[str]) -> dict[str, PatientRecords]:
@@ -164,14 +203,6 @@ def load_patient_records(conn: sqlite3.Connection, mrns: set[str]) -> dict[str, 
     }
 
 
-def patients_in_scope(conn: sqlite3.Connection, last: dt.date, touchpoints: dict[str, Touchpoint], entries: list[LogEntry]) -> set[str]:
-    """Everyone with a consent on record by month end, or practice time or log entries near it."""
-    mrns = {r[0] for r in conn.execute("SELECT DISTINCT mrn FROM consent WHERE date <= ?", (last.isoformat(),))}
-    mrns |= {tp.mrn for tp in touchpoints.values()}
-    mrns |= {e.mrn for e in entries if e.mrn}
-    return mrns
-
-
 def proposed_codes(conn: sqlite3.Connection, month: str, pseudonyms: dict[str, str]) -> dict[str, list[tuple[str, int]]]:
     """The latest accepted return's proposed codes per patient for the month."""
     latest: dict[str, tuple[int, list[tuple[str, int]]]] = {}
@@ -210,74 +241,221 @@ def finding_json(f: Finding) -> dict:
 
 
 def log_with_sources(
-    entries: list[LogEntry], descriptions: dict[str, str], counted: dict[str, int], findings: list[Finding], touchpoints: dict[str, Touchpoint], zone: dt.tzinfo
+    entries: list[LogEntry], descriptions: dict[int, str], counted: list[CountedTime], findings: list[Finding], touchpoints: dict[str, Touchpoint], zone: dt.tzinfo
 ) -> list[dict]:
-    """The month's log entries with the practice records they cite, for the review packet."""
-    codes: dict[str, list[str]] = defaultdict(list)
+    """One patient-month's log entries with the practice records they cite, for the review packet.
+
+    `descriptions` by arrival; `counted` and `findings` the patient-month's. Entries are told
+    apart by arrival, since a repeated entry shares its original's id.
+    """
+    minutes = {c.arrival: c.minutes for c in counted}
+    codes: dict[int | None, list[str]] = defaultdict(list)
     for f in findings:
         if f.entry:
-            codes[f.entry].append(f.code)
-    out = []
-    for e in entries:
-        sources = [touchpoints[t] for t in e.touchpoint_ids if t in touchpoints]
-        out.append(
-            {
-                "entry": e.entry_id,
-                "date": e.date.isoformat(),
-                "minutes": e.minutes,
-                "performer": e.performer,
-                "activity": e.activity,
-                "description": descriptions[e.entry_id],
-                "sources": list(e.touchpoint_ids),
-                "source_records": [
-                    {"id": t.id, "staff": t.staff_id, "local_start": t.start.local(zone).isoformat(timespec="minutes"), "minutes": t.minutes, "activity": t.activity}
-                    for t in sources
-                ],
-                "counted": counted.get(e.entry_id, 0),
-                "findings": sorted(codes.get(e.entry_id, [])),
-            }
-        )
-    return out
+            codes[f.arrival].append(f.code)
+    return [
+        {
+            "entry": e.entry_id,
+            "date": e.date.isoformat(),
+            "minutes": e.minutes,
+            "performer": e.performer,
+            "activity": e.activity,
+            "description": descriptions[e.arrival],
+            "sources": list(e.touchpoint_ids),
+            "source_records": [_source_record(touchpoints[t], zone) for t in e.touchpoint_ids if t in touchpoints],
+            "counted": minutes.get(e.arrival, 0),
+            "findings": sorted(codes[e.arrival]) if e.arrival in codes else [],
+        }
+        for e in entries
+    ]
+
+
+def _source_record(tp: Touchpoint, zone: dt.tzinfo) -> dict:
+    local = tp.start.utc.astimezone(zone).isoformat(timespec="minutes")
+    return {"id": tp.id, "staff": tp.staff_id, "local_start": local, "minutes": tp.minutes, "activity": tp.activity}
+
+
+PARALLEL_FROM = 500  # patients per process below which starting another process costs more than it saves
+MAX_PROCESSES = 8
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One of `count` disjoint sets of the practice's patients, by a hash of the MRN."""
+
+    index: int = 0
+    count: int = 1
+
+    def holds(self, mrn: str | None) -> bool:
+        """Whether this shard judges the patient (entries of no known patient go to the first)."""
+        if self.count == 1:
+            return True
+        if mrn is None:
+            return self.index == 0
+        return zlib.crc32(mrn.encode()) % self.count == self.index
+
+    def of(self, mrns: Iterable[str | None]) -> set[str | None]:
+        """The patients (and None, for the first shard) this shard judges among `mrns`."""
+        return {mrn for mrn in mrns if self.holds(mrn)}
+
+
+@dataclass(frozen=True)
+class Judged:
+    """One patient-month's outcome as the canonical JSON texts that are kept."""
+
+    mrn: str
+    billable: bool
+    blocks: tuple[str, ...]  # the rule findings that block billing
+    facts: str
+    decision: str
+    reconciliation: str
+    packet: str
+    packet_hash: str
+
+
+@dataclass(frozen=True)
+class ShardJudged:
+    judged: list[Judged]
+    entries: int
+    touchpoints: int
+
+
+@dataclass(frozen=True)
+class ShardInputs:
+    """What one shard reconciles: see `reconcile.Elsewhere` for how shards add up to the month."""
+
+    touchpoints: dict[str, Touchpoint]
+    entries: list[LogEntry]
+    descriptions: dict[int, str]  # by arrival
+    patients: set[str]  # the shard's patients in scope
+    own_touchpoints: int
+    elsewhere: Elsewhere | None
+
+
+def shard_inputs(conn: sqlite3.Connection, month: str, zone: dt.tzinfo, pseudonyms: dict[str, str], shard: Shard) -> ShardInputs:
+    first, last = month_bounds(month)
+    start, end = utc_bounds(month, zone)
+    tp_rows = touchpoint_rows(conn, start, end)
+    rows = entry_rows(conn, first, last, pseudonyms)
+    # In scope: everyone with a consent on record by month end, or practice time or log entries near it.
+    in_scope = {r[0] for r in conn.execute("SELECT DISTINCT mrn FROM consent WHERE date <= ?", (last.isoformat(),))}
+    in_scope |= {r[1] for r in tp_rows} | {r[1] for r in rows if r[1]}
+    patients = shard.of(in_scope)
+    if shard.count == 1:
+        touchpoints, own, elsewhere = {r[0]: touchpoint_of(r) for r in tp_rows}, range(len(rows)), None
+    else:
+        touchpoints, own, elsewhere = shard_view(tp_rows, rows, shard)
+    own_touchpoints = sum(1 for tp in touchpoints.values() if tp.mrn in patients)
+    return ShardInputs(touchpoints, log_entries(rows, own), {a: rows[a][7] for a in own}, patients, own_touchpoints, elsewhere)
+
+
+def shard_view(tp_rows: list[tuple], rows: list[tuple], shard: Shard) -> tuple[dict[str, Touchpoint], list[int], Elsewhere]:
+    """The touchpoints and the entries (by arrival) one shard reconciles, and what the others add.
+
+    An entry belongs to the shard of the patient its findings go to (`home_of`); the shard's
+    touchpoints are its patients' plus any other its entries cite, so that a citation of
+    another patient's record is judged as the whole month would judge it.
+    """
+    mrn_of = {r[0]: r[1] for r in tp_rows}
+    ours = shard.of(set(mrn_of.values()) | {r[1] for r in rows})
+    own = [arrival for arrival, r in enumerate(rows) if home_of(r[2], r[1], mrn_of) in ours]
+    cited_by_own = set(chain.from_iterable(rows[arrival][2] for arrival in own))
+    elsewhere = Elsewhere(
+        overlaps=overlapping_times((r[0], r[1], r[2], r[3], r[5]) for r in tp_rows),
+        repeats=repeated_arrivals([r[0] for r in rows]),
+        # Another shard's entry cites one of this shard's records only after its own first one.
+        cited=frozenset(chain.from_iterable(r[2] for r in rows if len(r[2]) > 1)),
+    )
+    touchpoints = {r[0]: touchpoint_of(r) for r in tp_rows if r[1] in ours or r[0] in cited_by_own}
+    return touchpoints, own, elsewhere
+
+
+def home_of(touchpoint_ids: tuple[str, ...], mrn: str | None, mrn_of: dict[str, str]) -> str | None:
+    """The patient whose month an entry's findings go to: its first cited record's, else its own."""
+    for tp_id in touchpoint_ids:
+        if tp_id in mrn_of:
+            return mrn_of[tp_id]
+    return mrn
 
 
 def reconcile_month(
-    cfg: Config, month: str, conn: sqlite3.Connection | None = None, at: dt.datetime | None = None, track: Callable = untracked
+    cfg: Config, month: str, conn: sqlite3.Connection | None = None, at: dt.datetime | None = None, track: Callable = untracked,
+    processes: int | None = None,
 ) -> list[MonthResult]:
-    """Reconcile and decide every patient-month of `month`; keep the results; return them."""
+    """Reconcile and decide every patient-month of `month`; keep the results; return them.
+
+    `processes`: how many processes judge the month's patients (None: one per usable CPU for a
+    large practice, see `process_count`); the results are the same whatever the number.
+    """
     month = parse_month(month)
     own = conn is None
     conn = conn or open_store(cfg.store.path)
     try:
         with gc_paused():
-            return _reconcile(cfg, month, conn, at or dt.datetime.now(dt.UTC), track)
+            return _reconcile(cfg, month, conn, at or dt.datetime.now(dt.UTC), track, processes or process_count(conn))
     finally:
         if own:
             conn.close()
 
 
-def _reconcile(cfg: Config, month: str, conn: sqlite3.Connection, now: dt.datetime, track: Callable) -> list[MonthResult]:
+def process_count(conn: sqlite3.Connection) -> int:
+    """One process per usable CPU (CPUAffinity/taskset limit it), one per PARALLEL_FROM patients."""
+    patients = conn.execute("SELECT COUNT(*) FROM patient").fetchone()[0]
+    return max(1, min(len(os.sched_getaffinity(0)), MAX_PROCESSES, patients // PARALLEL_FROM))
+
+
+def _reconcile(cfg: Config, month: str, conn: sqlite3.Connection, now: dt.datetime, track: Callable, processes: int) -> list[MonthResult]:
+    key = audit.read_key(cfg.audit.key_file)
+    if processes == 1:
+        results, shards = _keep_all(conn, key, month, iter([judge_shard(cfg, month, conn, Shard(), track)]), now)
+    else:
+        # fork is quick and safe while this process runs one thread (the CLI); the service runs
+        # threads, and a lock held by one of them would be copied into a forked child: start
+        # fresh interpreters there instead (spawn: no server process, no socket, a second more).
+        method = "fork" if threading.active_count() == 1 else "spawn"
+        with ProcessPoolExecutor(processes - 1, mp_context=multiprocessing.get_context(method)) as pool:
+            others = [pool.submit(judge_shard_apart, cfg, month, Shard(i, processes)) for i in range(1, processes)]
+            first = judge_shard(cfg, month, conn, Shard(0, processes), track)
+            # This shard's results are kept while the workers finish theirs.
+            results, shards = _keep_all(conn, key, month, _as_they_finish(first, others), now)
+    logs.event(log, "reconcile.finished", month=month, patient_months=len(results), entries=sum(s.entries for s in shards),
+               touchpoints=sum(s.touchpoints for s in shards), changed=sum(r.changed for r in results), processes=processes)
+    return results
+
+
+def _as_they_finish(first: ShardJudged, others: list[Future]) -> Iterator[ShardJudged]:
+    """This process's shard, then each worker's as it becomes available."""
+    yield first
+    for future in others:
+        yield future.result()
+
+
+def judge_shard_apart(cfg: Config, month: str, shard: Shard) -> ShardJudged:
+    """`judge_shard` in a worker process, on its own connection to the store (reads only)."""
+    with gc_paused(), closing(open_store(cfg.store.path)) as conn:
+        return judge_shard(cfg, month, conn, shard)
+
+
+def judge_shard(cfg: Config, month: str, conn: sqlite3.Connection, shard: Shard, track: Callable = untracked) -> ShardJudged:
+    """Reconcile and decide the shard's patient-months of `month` (reads the store, writes nothing)."""
     zone = cfg.zone
-    first, last = month_bounds(month)
-    start, end = utc_bounds(month, zone)
+    _, last = month_bounds(month)
     roster = load_roster(cfg.roster.file)
-    touchpoints = load_touchpoints(conn, start, end)
     known = [r[0] for r in conn.execute("SELECT mrn FROM patient")]
     pseudonyms = reverse_map(read_pseudonym_key(cfg.identity.pseudonym_key_file), known)
-    entries, descriptions = load_entries(conn, first, last, pseudonyms)
+    inputs = shard_inputs(conn, month, zone, pseudonyms, shard)
+    touchpoints = inputs.touchpoints
     rule_set = rule_set_for(month)
-    result = reconcile(entries, touchpoints, roster, zone, rule_set.us_locations)
-    mrns = patients_in_scope(conn, last, touchpoints, entries)
-    records = load_patient_records(conn, mrns)
+    result = reconcile(inputs.entries, touchpoints, roster, zone, rule_set.us_locations, inputs.elsewhere)
+    records = load_patient_records(conn, inputs.patients)
     proposals = proposed_codes(conn, month, pseudonyms)
     drafts = drafts_for_month(conn, month, pseudonyms)
     policy = Policy(cfg.billing.practitioner_time, cfg.billing.date_of_service, cfg.billing.setting_kind,
                     (cfg.practice.billing_npis or (None,))[0], visit_codes=rule_set.initiating_visit_codes,
                     non_condition_chapters=rule_set.non_condition_chapters)
-    counted_by_entry = {c.entry_id: c.minutes for c in result.counted}
     attested = mdm_attestations(touchpoints, roster, month, zone)
-    by_id = {e.entry_id: e for e in entries}
     judged = []
-    for mrn in track(sorted(mrns), len(mrns), "reconcile"):
+    for mrn in track(sorted(inputs.patients), len(inputs.patients), "reconcile" if shard.count == 1 else f"reconcile (1 of {shard.count} processes)"):
         counted, findings = result.for_month(mrn, month)
         if not counted and not findings and not _has_consent(records[mrn], last):
             continue  # nothing happened this month for someone never enrolled by then
@@ -286,55 +464,63 @@ def _reconcile(cfg: Config, month: str, conn: sqlite3.Connection, now: dt.dateti
         mismatch = code_mismatch(proposals.get(mrn, []), [(ln["code"], ln["units"]) for ln in decision["lines"]]) if mrn in proposals else None
         findings = findings + ([mismatch] if mismatch else [])
         reconciliation = [finding_json(f) for f in findings]
-        involved = {f.entry for f in findings if f.entry} | {c.entry_id for c in counted}
-        month_entries = [by_id[e] for e in sorted(involved) if e in by_id]
-        packet = review_packet(facts, decision, reconciliation, log_with_sources(month_entries, descriptions, counted_by_entry, findings, touchpoints, zone), drafts.get(mrn))
-        judged.append((mrn, facts, decision, reconciliation, packet))
-    results = _keep_all(conn, audit.read_key(cfg.audit.key_file), month, judged, now)
-    logs.event(log, "reconcile.finished", month=month, patient_months=len(results), entries=len(entries), touchpoints=len(touchpoints),
-               changed=sum(r.changed for r in results))
-    return results
+        log_entries = log_with_sources(result.entries_for(mrn, month), inputs.descriptions, counted, findings, touchpoints, zone)
+        packet = canonical(review_packet(facts, decision, reconciliation, log_entries, drafts.get(mrn)))
+        judged.append(Judged(
+            mrn, decision["billable"], tuple(sorted({f["code"] for f in decision["findings"] if f["severity"] == "block"})),
+            canonical(facts), canonical(decision), canonical(reconciliation), packet, content_hash_of(packet),
+        ))
+    return ShardJudged(judged, len(inputs.entries), inputs.own_touchpoints)
 
 
 def _has_consent(records: PatientRecords, last: dt.date) -> bool:
     return any(c.date <= last for c in records.consents)
 
 
-def _keep_all(conn: sqlite3.Connection, key: bytes, month: str, judged: list[tuple], now: dt.datetime) -> list[MonthResult]:
-    """Store the month's results in one transaction; void sign-offs whose packet no longer matches."""
-    stamp = now.isoformat()
+def _keep_all(
+    conn: sqlite3.Connection, key: bytes, month: str, shards: Iterator[ShardJudged], now: dt.datetime
+) -> tuple[list[MonthResult], list[ShardJudged]]:
+    """Store the month's results in one transaction; void sign-offs whose packet no longer matches.
+
+    `shards` yields each shard's results as they become available. Returns the results by MRN
+    and the shards kept.
+    """
     results = []
+    kept = []
     with transaction(conn):
         existing = {r["mrn"]: r for r in conn.execute("SELECT mrn, state, packet_hash FROM patient_month WHERE month = ?", (month,))}
-        for mrn, facts, decision, reconciliation, packet in judged:
-            packet_text = canonical(packet)
-            digest = content_hash_of(packet_text)
-            row = existing.get(mrn)
-            if row is not None and row["packet_hash"] == digest:
-                results.append(MonthResult(mrn, month, row["state"], decision, reconciliation, False))
-                continue
-            if row is not None and row["state"] == "released":
-                # Billed content is never changed in place; the billing lead must void to correct it.
-                audit.record(conn, key, "patient_month.changed_after_release", f"{mrn}|{month}", at=now, new_hash=digest)
-                results.append(MonthResult(mrn, month, "released", decision, reconciliation, False))
-                continue
-            state = "awaiting_signoff" if decision["billable"] else "not_billable"
-            conn.execute(
-                "INSERT INTO patient_month (mrn, month, state, billable, facts, decision, reconciliation, packet, packet_hash, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (mrn, month) DO UPDATE SET state = excluded.state,"
-                " billable = excluded.billable, facts = excluded.facts, decision = excluded.decision,"
-                " reconciliation = excluded.reconciliation, packet = excluded.packet, packet_hash = excluded.packet_hash,"
-                " updated_at = excluded.updated_at",
-                (mrn, month, state, int(decision["billable"]), canonical(facts), canonical(decision), canonical(reconciliation), packet_text, digest, stamp),
-            )
-            voided = 0
-            if row is not None:
-                voided = conn.execute(
-                    "UPDATE signoff SET voided_at = ?, void_reason = 'the packet changed after signing'"
-                    " WHERE mrn = ? AND month = ? AND voided_at IS NULL AND packet_hash != ?",
-                    (stamp, mrn, month, digest),
-                ).rowcount
-            audit.record(conn, key, "patient_month.decided", f"{mrn}|{month}", at=now, hash=digest, billable=decision["billable"],
-                         blocks=sorted({f["code"] for f in decision["findings"] if f["severity"] == "block"}), signoffs_voided=voided)
-            results.append(MonthResult(mrn, month, state, decision, reconciliation, True))
-    return results
+        for shard in shards:
+            kept.append(shard)
+            results += [_keep(conn, key, month, j, existing.get(j.mrn), now) for j in sorted(shard.judged, key=lambda j: j.mrn)]
+    return sorted(results, key=lambda r: r.mrn), kept
+
+
+def _keep(conn: sqlite3.Connection, key: bytes, month: str, j: Judged, row: sqlite3.Row | None, now: dt.datetime) -> MonthResult:
+    """Store one patient-month's result unless it is unchanged or already released."""
+    decision, reconciliation = orjson.loads(j.decision), orjson.loads(j.reconciliation)
+    if row is not None and row["packet_hash"] == j.packet_hash:
+        return MonthResult(j.mrn, month, row["state"], decision, reconciliation, False)
+    if row is not None and row["state"] == "released":
+        # Billed content is never changed in place; the billing lead must void to correct it.
+        audit.record(conn, key, "patient_month.changed_after_release", f"{j.mrn}|{month}", at=now, new_hash=j.packet_hash)
+        return MonthResult(j.mrn, month, "released", decision, reconciliation, False)
+    stamp = now.isoformat()
+    state = "awaiting_signoff" if j.billable else "not_billable"
+    conn.execute(
+        "INSERT INTO patient_month (mrn, month, state, billable, facts, decision, reconciliation, packet, packet_hash, updated_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (mrn, month) DO UPDATE SET state = excluded.state,"
+        " billable = excluded.billable, facts = excluded.facts, decision = excluded.decision,"
+        " reconciliation = excluded.reconciliation, packet = excluded.packet, packet_hash = excluded.packet_hash,"
+        " updated_at = excluded.updated_at",
+        (j.mrn, month, state, int(j.billable), j.facts, j.decision, j.reconciliation, j.packet, j.packet_hash, stamp),
+    )
+    voided = 0
+    if row is not None:
+        voided = conn.execute(
+            "UPDATE signoff SET voided_at = ?, void_reason = 'the packet changed after signing'"
+            " WHERE mrn = ? AND month = ? AND voided_at IS NULL AND packet_hash != ?",
+            (stamp, j.mrn, month, j.packet_hash),
+        ).rowcount
+    audit.record(conn, key, "patient_month.decided", f"{j.mrn}|{month}", at=now, hash=j.packet_hash, billable=j.billable,
+                 blocks=list(j.blocks), signoffs_voided=voided)
+    return MonthResult(j.mrn, month, state, decision, reconciliation, True)

@@ -8,15 +8,24 @@ hash and voids an earlier signature.
 from __future__ import annotations
 
 import hashlib
-import json
 from typing import Any
+
+import orjson
 
 PACKET_VERSION = 1
 
 
 def canonical(value: Any) -> str:
-    """Canonical JSON: sorted keys, no whitespace; the same content always gives the same text."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """Canonical JSON: sorted keys, no whitespace, UTF-8 text unescaped; the same content always
+    gives the same text.
+
+    The text is exactly `json.dumps(value, sort_keys=True, separators=(",", ":"),
+    ensure_ascii=False)` for the values these documents hold (strings, integers, booleans, null,
+    arrays, objects; never floats, whose exponent forms the two encoders write differently), so
+    anyone can recompute a hash with the standard library. orjson writes it ~13x faster, which
+    matters at month close (bench/bench_month_close.py).
+    """
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
 
 
 def content_hash(value: Any) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from .records import Touchpoint
@@ -52,6 +52,8 @@ class Finding:
     source: str | None
     message: str
     minutes: int = 0  # minutes this finding takes out of the count
+    # The entry's arrival: tells apart entries that share an id (a DUPLICATE_ENTRY and its original).
+    arrival: int | None = field(default=None, compare=False)
 
     @property
     def severity(self) -> str:
@@ -71,6 +73,7 @@ class CountedTime:
     staff_id: str  # the practice record's performer
     minutes: int
     sources: tuple[str, ...]
+    arrival: int | None = field(default=None, compare=False)  # the entry's
 
 
 @dataclass
@@ -79,6 +82,8 @@ class Reconciliation:
     findings: list[Finding] = field(default_factory=list)
     # Which patient-month each finding belongs to: (mrn or None, YYYY-MM).
     finding_months: list[tuple[str | None, str]] = field(default_factory=list)
+    # Every entry with the patient-month its counted time or finding belongs to.
+    entry_months: list[tuple[LogEntry, str | None, str]] = field(default_factory=list)
 
     def add(self, finding: Finding, mrn: str | None, month: str) -> None:
         self.findings.append(finding)
@@ -87,15 +92,24 @@ class Reconciliation:
 
     def for_month(self, mrn: str, month: str) -> tuple[list[CountedTime], list[Finding]]:
         """The counted time and findings of one patient-month (indexed once, on first use)."""
+        counted, findings, _ = self._indexed().get((mrn, month), ([], [], []))
+        return list(counted), list(findings)
+
+    def entries_for(self, mrn: str, month: str) -> list[LogEntry]:
+        """The log entries whose counted time or findings belong to the patient-month, in arrival order."""
+        return list(self._indexed().get((mrn, month), ([], [], []))[2])
+
+    def _indexed(self) -> dict[tuple[str | None, str], tuple[list, list, list]]:
         if not hasattr(self, "_index"):
-            index: dict[tuple[str | None, str], tuple[list, list]] = defaultdict(lambda: ([], []))
+            index: dict[tuple[str | None, str], tuple[list, list, list]] = defaultdict(lambda: ([], [], []))
             for c in self.counted:
                 index[(c.mrn, month_of(c.date))][0].append(c)
             for f, key in zip(self.findings, self.finding_months, strict=True):
                 index[key][1].append(f)
+            for e, mrn, month in self.entry_months:
+                index[(mrn, month)][2].append(e)
             self._index = index
-        counted, findings = self._index.get((mrn, month), ([], []))
-        return list(counted), list(findings)
+        return self._index
 
 
 def month_of(day: dt.date) -> str:
@@ -108,21 +122,55 @@ def local_date(tp: Touchpoint, zone: dt.tzinfo) -> dt.date:
 
 def overlapping_touchpoints(touchpoints: Iterable[Touchpoint]) -> dict[str, str]:
     """Touchpoint id → the id of another patient's touchpoint by the same staff that overlaps it."""
-    by_staff: dict[str, list[Touchpoint]] = defaultdict(list)
-    for tp in touchpoints:
-        by_staff[tp.staff_id].append(tp)
+    return overlapping_times((t.id, t.mrn, t.staff_id, t.start.utc, t.minutes) for t in touchpoints)
+
+
+def overlapping_times(times: Iterable[tuple[str, str, str, dt.datetime, int]]) -> dict[str, str]:
+    """`overlapping_touchpoints` over (id, mrn, staff id, UTC start, minutes) tuples."""
+    by_staff: dict[str, list[tuple[dt.datetime, str, str, int]]] = defaultdict(list)
+    for tp_id, mrn, staff, start, minutes in times:
+        by_staff[staff].append((start, tp_id, mrn, minutes))
     overlaps: dict[str, str] = {}
     for items in by_staff.values():
-        items.sort(key=lambda t: (t.start.utc, t.id))
-        for i, a in enumerate(items):
-            a_end = a.start.utc + dt.timedelta(minutes=a.minutes)
-            for b in items[i + 1 :]:
-                if b.start.utc >= a_end:
-                    break
-                if b.mrn != a.mrn:
-                    overlaps.setdefault(a.id, b.id)
-                    overlaps.setdefault(b.id, a.id)
+        items.sort()
+        for i, (a_start, a_id, a_mrn, a_minutes) in enumerate(items):
+            a_end = a_start + dt.timedelta(minutes=a_minutes)
+            j = i + 1
+            while j < len(items) and items[j][0] < a_end:  # the later times that start before this one ends
+                b_id, b_mrn = items[j][1], items[j][2]
+                if b_mrn != a_mrn:
+                    overlaps.setdefault(a_id, b_id)
+                    overlaps.setdefault(b_id, a_id)
+                j += 1
     return overlaps
+
+
+@dataclass(frozen=True)
+class Elsewhere:
+    """What reconciling one shard of a practice's patients needs to know about the others.
+
+    Reconciliation is per patient except in three places, which this carries in from the whole
+    month (connector/month_close.py reconciles large months in shards, one process each):
+    a staff member's times overlap across patients, an entry id repeats across patients, and an
+    entry may cite another patient's touchpoint (which then is not unlogged practice time).
+    """
+
+    overlaps: Mapping[str, str]  # overlapping_touchpoints over every touchpoint of the month
+    repeats: frozenset[int]  # arrivals of entries whose id arrived before, anywhere
+    cited: frozenset[str]  # touchpoint ids cited by entries of other shards (any entry will do)
+
+
+def repeated_arrivals(ids: Sequence[str]) -> frozenset[int]:
+    """Of entry ids in arrival order, the arrivals (indexes) whose id arrived before (`Elsewhere.repeats`)."""
+    if len(set(ids)) == len(ids):
+        return frozenset()  # the usual month: no id repeats
+    seen: set[str] = set()
+    out = set()
+    for arrival, entry_id in enumerate(ids):
+        if entry_id in seen:
+            out.add(arrival)
+        seen.add(entry_id)
+    return frozenset(out)
 
 
 def reconcile(
@@ -131,50 +179,62 @@ def reconcile(
     roster: Mapping[str, Staff],
     zone: dt.tzinfo,
     us_locations: frozenset[str],
+    elsewhere: Elsewhere | None = None,
 ) -> Reconciliation:
     """Check every entry against the practice records it cites; keep what they support.
 
     `us_locations`: the rule year's United States (cms-rules §4.7), to recognise offshore
-    documentation accounts named as performers.
+    documentation accounts named as performers. `elsewhere`: when `entries` are one shard's
+    (every entry whose first cited touchpoint, or else whose patient, is the shard's) and
+    `touchpoints` the shard's patients' plus those its entries cite, what the rest of the month
+    says; the union of the shards' results is then the whole month's.
     """
     result = Reconciliation()
     local_dates = {tp_id: local_date(tp, zone) for tp_id, tp in touchpoints.items()}
+    months = {day: month_of(day) for day in set(local_dates.values())}
     remaining = {tp_id: tp.minutes for tp_id, tp in touchpoints.items()}
-    overlaps = overlapping_touchpoints(touchpoints.values())
+    overlaps = elsewhere.overlaps if elsewhere else overlapping_touchpoints(touchpoints.values())
+    repeats = elsewhere.repeats if elsewhere else frozenset()
     seen_ids: set[str] = set()
     seen_content: set[tuple] = set()
-    cited: set[str] = set()
+    cited: set[str] = set(elsewhere.cited) if elsewhere else set()
     for entry in sorted(entries, key=lambda e: (e.arrival, e.entry_id)):
-        sources = [touchpoints[t] for t in entry.touchpoint_ids if t in touchpoints]
-        month = month_of(local_dates[sources[0].id]) if sources else month_of(entry.date)
-        mrn = sources[0].mrn if sources else entry.mrn
-        content = (entry.touchpoint_ids, entry.performer, entry.date, entry.minutes, entry.mrn)
-        problem = _first_problem(entry, sources, roster, local_dates, overlaps, us_locations, entry.entry_id in seen_ids or content in seen_content)
+        ids = entry.touchpoint_ids
+        sources = [touchpoints[t] for t in ids if t in touchpoints]
+        if sources:
+            first_day = local_dates[sources[0].id]
+            month, mrn = months[first_day], sources[0].mrn
+        else:
+            month, mrn = month_of(entry.date), entry.mrn
+        content = (ids, entry.performer, entry.date, entry.minutes, entry.mrn)
+        duplicate = entry.entry_id in seen_ids or entry.arrival in repeats or content in seen_content
+        problem = _first_problem(entry, sources, roster, local_dates, overlaps, us_locations, duplicate)
         seen_ids.add(entry.entry_id)
         seen_content.add(content)
         # An entry that cites a touchpoint describes it, even wrongly: its own finding says how.
-        cited.update(t.id for t in sources)
+        cited.update(ids)
+        result.entry_months.append((entry, mrn, month))
         if problem is not None:
-            result.add(problem, mrn, month)
+            code, message = problem
+            result.add(Finding(code, entry.entry_id, ",".join(ids) or None, message, entry.minutes, entry.arrival), mrn, month)
             continue
         granted = _claim(sources, entry.minutes, remaining)
         if granted < entry.minutes:
             excess = entry.minutes - granted
             result.add(
-                Finding("MINUTES_EXCEED_SOURCE", entry.entry_id, ",".join(entry.touchpoint_ids),
-                        f"claims {entry.minutes} minutes; the practice record leaves {granted}; {excess} excluded", excess),
+                Finding("MINUTES_EXCEED_SOURCE", entry.entry_id, ",".join(ids),
+                        f"claims {entry.minutes} minutes; the practice record leaves {granted}; {excess} excluded", excess, entry.arrival),
                 mrn, month,
             )
         if granted:
-            result.counted.append(
-                CountedTime(entry.entry_id, mrn, local_dates[sources[0].id], sources[0].staff_id, granted, tuple(t.id for t in sources))
-            )
-    for tp in sorted(touchpoints.values(), key=lambda t: (t.start.utc, t.id)):
-        if tp.id not in cited:
-            result.add(
-                Finding("UNLOGGED_PRACTICE_TIME", None, tp.id, f"{tp.minutes} minutes of practice time that no log entry describes"),
-                tp.mrn, month_of(local_dates[tp.id]),
-            )
+            # No problem: every cited record exists, so the sources are the cited ids.
+            result.counted.append(CountedTime(entry.entry_id, mrn, first_day, sources[0].staff_id, granted, ids, entry.arrival))
+    unlogged = [tp for tp_id, tp in touchpoints.items() if tp_id not in cited]
+    for tp in sorted(unlogged, key=lambda t: (t.start.utc, t.id)):
+        result.add(
+            Finding("UNLOGGED_PRACTICE_TIME", None, tp.id, f"{tp.minutes} minutes of practice time that no log entry describes"),
+            tp.mrn, months[local_dates[tp.id]],
+        )
     return result
 
 
@@ -186,34 +246,31 @@ def _first_problem(
     overlaps: Mapping[str, str],
     us_locations: frozenset[str],
     duplicate: bool,
-) -> Finding | None:
-    """The reason the whole entry cannot count, or None. Order: most fundamental first."""
-    cite = ",".join(entry.touchpoint_ids) or None
-    whole = entry.minutes
+) -> tuple[str, str] | None:
+    """The code and message of the reason the whole entry cannot count, or None.
 
-    def finding(code: str, message: str) -> Finding:
-        return Finding(code, entry.entry_id, cite, message, whole)
-
+    Order: most fundamental first. Plain loops: this runs for every entry of every month
+    (bench/bench_month_close.py).
+    """
     if duplicate:
-        return finding("DUPLICATE_ENTRY", "the same entry (id, or same source and content) arrived before")
+        return "DUPLICATE_ENTRY", "the same entry (id, or same source and content) arrived before"
     if not entry.touchpoint_ids or len(sources) != len(entry.touchpoint_ids):
-        return finding("UNSUPPORTED_ENTRY", "refers to no practice record" if not sources else "cites a practice record that does not exist")
+        return "UNSUPPORTED_ENTRY", "refers to no practice record" if not sources else "cites a practice record that does not exist"
     performer = roster.get(entry.performer)
     if performer is not None and (performer.offshore_account or performer.location not in us_locations and performer.role == "non_clinical"):
-        return finding("RECORDER_AS_PERFORMER", "an offshore or documentation account is named as the performer")
-    # Plain loops: this runs for every entry of every month (bench/bench_month_close.py).
+        return "RECORDER_AS_PERFORMER", "an offshore or documentation account is named as the performer"
     for tp in sources:
         if tp.mrn != entry.mrn:
-            return finding("PATIENT_MISMATCH", "the entry's patient differs from its practice record's")
+            return "PATIENT_MISMATCH", "the entry's patient differs from its practice record's"
     for tp in sources:
         if tp.staff_id != entry.performer:
-            return finding("PERFORMER_MISMATCH", "the entry's performer differs from its practice record's")
+            return "PERFORMER_MISMATCH", "the entry's performer differs from its practice record's"
     for tp in sources:
         if local_dates[tp.id] != entry.date:
-            return finding("DATE_MISMATCH", "the entry's date differs from its practice record's local date")
+            return "DATE_MISMATCH", "the entry's date differs from its practice record's local date"
     for tp in sources:
         if tp.id in overlaps:
-            return finding("OVERLAPPING_TIME", f"the performer's practice record {tp.id} overlaps {overlaps[tp.id]} for another patient")
+            return "OVERLAPPING_TIME", f"the performer's practice record {tp.id} overlaps {overlaps[tp.id]} for another patient"
     return None
 
 
