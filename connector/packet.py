@@ -8,6 +8,7 @@ hash and voids an earlier signature.
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import Any
 
 import orjson
@@ -25,7 +26,10 @@ def canonical(value: Any) -> str:
     anyone can recompute a hash with the standard library. orjson writes it ~13x faster, which
     matters at month close (bench/bench_month_close.py).
     """
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    except orjson.JSONEncodeError:  # what orjson refuses (lone surrogates, integers past 64 bits)
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def content_hash(value: Any) -> str:

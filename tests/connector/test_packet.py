@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import copy
+import json
+
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ccm_connector.packet import canonical, content_hash, packet_hash, packet_text, review_packet
 
@@ -54,3 +58,16 @@ def test_the_packet_summarises_time_and_reads_as_text() -> None:
     assert p["time_summary"] == {"countable": 25, "excluded_by_rules": 0, "excluded_by_reconciliation": 10, "by_staff": {"RN7": 25}}
     text = "\n".join(packet_text(p))
     assert "99490 x1" in text and "UNSUPPORTED_ENTRY" in text and "Log E1" in text
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text() | st.text(st.characters(codec=None, categories=["Cs", "Cc", "Lo"])),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(json_values)
+def test_canonical_text_is_what_the_standard_library_writes(value) -> None:
+    # Anyone can recompute a packet hash with json.dumps: orjson must write the same text.
+    assert canonical(value) == json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
