@@ -1,7 +1,7 @@
 """Month-close cost by practice size: reconcile + rules, then release (DFT^P03, CSV, packages).
 
 Prints, for each size, the seconds and the cost per patient of each phase (reconcile: the best
-of three runs, since other work on the machine only ever adds time), and the
+of five runs, since other work on the machine only ever adds time), and the
 reconcile + rules rate in patient-months per second (target: 2,000/s or more on 2 cores) for the
 whole stage (store reads, reconciliation, facts, rules, review packets, store writes) as the
 service runs it (one process per usable CPU) and, measured in the same run for comparison, in
@@ -108,7 +108,7 @@ def sign_all(conn, month: str) -> None:
     conn.execute("COMMIT")
 
 
-def timed_reconcile(cfg, conn, size: int, processes: int | None, repeats: int = 3) -> float:
+def timed_reconcile(cfg, conn, size: int, processes: int | None, repeats: int = 5) -> float:
     """The best of `repeats` times to reconcile and decide the month from a store holding no
     results for it yet (the best: what the stage costs when nothing else on the machine runs)."""
     times = []

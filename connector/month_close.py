@@ -49,7 +49,7 @@ from .reconcile import (
 from .records import CarePlan, Consent, Instant, Patient, Problem, Service, Stay, Touchpoint
 from .roster import load_roster
 from .rules import decide, rule_set_for
-from .store import open_store, transaction
+from .store import open_store, snapshot, transaction
 
 log = logs.get_logger("reconcile")
 # Look this far around the month for touchpoints and entries, so that an entry dated across a
@@ -437,7 +437,18 @@ def judge_shard_apart(cfg: Config, month: str, shard: Shard) -> ShardJudged:
 
 
 def judge_shard(cfg: Config, month: str, conn: sqlite3.Connection, shard: Shard, track: Callable = untracked) -> ShardJudged:
-    """Reconcile and decide the shard's patient-months of `month` (reads the store, writes nothing)."""
+    """Reconcile and decide the shard's patient-months of `month` (reads the store, writes nothing).
+
+    All of it from one snapshot of the store, so that EHR messages or returns arriving meanwhile
+    wait for the next run. (Each process has its own snapshot: a record arriving between two
+    processes' starts can be seen by one shard and not another for this run; the month is judged
+    again at the next run.)
+    """
+    with snapshot(conn):
+        return _judge_shard(cfg, month, conn, shard, track)
+
+
+def _judge_shard(cfg: Config, month: str, conn: sqlite3.Connection, shard: Shard, track: Callable) -> ShardJudged:
     zone = cfg.zone
     _, last = month_bounds(month)
     roster = load_roster(cfg.roster.file)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import multiprocessing
+import os
 import threading
 import zlib
 from pathlib import Path
@@ -16,7 +17,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ccm_connector.config import load_config
-from ccm_connector.month_close import Shard, log_entries, reconcile_month, shard_view, touchpoint_of
+from ccm_connector.month_close import (
+    Shard,
+    log_entries,
+    process_count,
+    reconcile_month,
+    shard_view,
+    touchpoint_of,
+)
 from ccm_connector.reconcile import reconcile
 from ccm_connector.roster import Staff
 from ccm_connector.rules import rule_set_for
@@ -170,3 +178,13 @@ def test_a_repeated_entry_id_shows_each_entry_in_its_own_packet(practice) -> Non
     }
     assert [(e["minutes"], e["counted"], e["findings"]) for e in logs["MRN2"]] == [(25, 25, [])]
     assert [(e["minutes"], e["counted"], e["findings"]) for e in logs["MRN10"]] == [(5, 0, ["DUPLICATE_ENTRY"])]
+
+
+def test_one_process_per_usable_cpu_for_a_large_practice(practice, monkeypatch) -> None:
+    _, conn = practice
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2})
+    assert process_count(conn) == 1  # 12 patients: starting a worker would cost more than it saves
+    conn.executemany("INSERT INTO patient (mrn, family, given) VALUES (?, 'DOE', 'JO')", [(f"X{i}",) for i in range(988)])
+    assert process_count(conn) == 2  # 1,000 patients: 500 each
+    conn.executemany("INSERT INTO patient (mrn, family, given) VALUES (?, 'DOE', 'JO')", [(f"Y{i}",) for i in range(4000)])
+    assert process_count(conn) == 3  # as many as the CPUs this process may use

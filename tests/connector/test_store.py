@@ -16,6 +16,7 @@ from ccm_connector.store import (
     migrations,
     open_store,
     schema_version,
+    snapshot,
     transaction,
 )
 
@@ -103,3 +104,12 @@ def test_migrations_are_numbered_without_gaps() -> None:
 
 def test_sqlite_is_new_enough_for_what_we_use() -> None:
     assert sqlite3.sqlite_version_info >= (3, 35)
+
+
+def test_reads_in_a_snapshot_do_not_see_what_is_written_meanwhile(tmp_path: Path) -> None:
+    reader, writer = open_store(tmp_path / "s.db"), open_store(tmp_path / "s.db")
+    with snapshot(reader):
+        assert reader.execute("SELECT count(*) FROM patient").fetchone()[0] == 0
+        writer.execute("INSERT INTO patient (mrn, family, given) VALUES ('M1', 'DOE', 'JO')")
+        assert reader.execute("SELECT count(*) FROM patient").fetchone()[0] == 0
+    assert reader.execute("SELECT count(*) FROM patient").fetchone()[0] == 1
