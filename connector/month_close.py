@@ -5,6 +5,10 @@ engine (pure cores), and keeps each patient-month's decision with the exact fact
 from and its review packet's hash. Re-running after new returns or EHR messages updates the
 result without double counting: each run recomputes from the records, never from the last run.
 A patient-month whose packet changes loses its sign-off and asks again.
+
+A large practice is judged in shards of patients, one process each (`Shard`, `shard_view`,
+`reconcile.Elsewhere`); every process reads one snapshot of the store and the calling process
+keeps all results in one transaction. The results do not depend on the number of processes.
 """
 
 from __future__ import annotations
@@ -94,11 +98,6 @@ def utc_bounds(month: str, zone: dt.tzinfo) -> tuple[dt.datetime, dt.datetime]:
 
 def _date(value: str | None) -> dt.date | None:
     return dt.date.fromisoformat(value) if value else None
-
-
-def load_touchpoints(conn: sqlite3.Connection, start: dt.datetime, end: dt.datetime) -> dict[str, Touchpoint]:
-    """The practice's touchpoints around the month (see WINDOW), by id."""
-    return {row[0]: touchpoint_of(row) for row in touchpoint_rows(conn, start, end)}
 
 
 def touchpoint_rows(conn: sqlite3.Connection, start: dt.datetime, end: dt.datetime) -> list[tuple]:
